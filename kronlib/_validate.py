@@ -1,0 +1,90 @@
+"""Input checks shared by kronlib's public functions.
+
+Every check raises ``ValueError`` or ``TypeError`` whose message names the argument, what was
+given and what is allowed, so that a caller sees at once which argument to fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+ArrayLike = torch.Tensor | np.ndarray
+
+
+def as_float_tensor(value: Any, name: str) -> torch.Tensor:
+    """Return ``value`` as a floating-point tensor, keeping its device and float dtype.
+
+    Tensors and numpy arrays are accepted. Integer and boolean inputs (for example ``uint8``
+    images) become ``float32``; float16/bfloat16 become ``float32`` so that the linear algebra
+    is meaningful; float32 and float64 are kept as they are.
+    """
+    if isinstance(value, np.ndarray):
+        tensor = torch.from_numpy(np.ascontiguousarray(value))
+    elif isinstance(value, torch.Tensor):
+        tensor = value
+    else:
+        raise TypeError(
+            f"{name} must be a torch.Tensor or a numpy.ndarray, got {type(value).__name__}"
+        )
+    if tensor.is_complex():
+        raise TypeError(f"{name} must be real, got dtype {tensor.dtype}")
+    if tensor.dtype in (torch.float32, torch.float64):
+        return tensor
+    return tensor.to(torch.float32)
+
+
+def like_input(result: torch.Tensor, original: ArrayLike) -> ArrayLike:
+    """Return ``result`` as a numpy array when ``original`` was one, else unchanged."""
+    if isinstance(original, np.ndarray):
+        return result.detach().cpu().numpy()
+    return result
+
+
+def check_ndim(tensor: torch.Tensor, name: str, allowed: Sequence[int], layout: str) -> None:
+    """Require ``tensor.ndim`` to be one of ``allowed``; ``layout`` describes the expected axes."""
+    if tensor.ndim not in allowed:
+        raise ValueError(
+            f"{name} must have shape {layout}, got a {tensor.ndim}-D array of shape "
+            f"{tuple(tensor.shape)}"
+        )
+
+
+def pair_of_positive_ints(value: Any, name: str) -> tuple[int, int]:
+    """Return ``value`` as a ``(rows, cols)`` pair of positive ints, or raise."""
+    try:
+        rows, cols = value
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a pair (rows, cols), got {value!r}") from None
+    for part in (rows, cols):
+        if isinstance(part, bool) or not isinstance(part, int | np.integer):
+            raise TypeError(f"{name} must hold two ints, got {value!r}")
+        if part < 1:
+            raise ValueError(f"{name} must hold two positive ints, got {value!r}")
+    return int(rows), int(cols)
+
+
+def check_color(color: Any, image_ndim: int, name: str = "color") -> str | None:
+    """Check the ``color`` argument against the image's rank: ``None`` for 2-D, 'B'/'C' for 3-D."""
+    if color not in (None, "B", "C"):
+        raise ValueError(f"{name} must be None, 'B' or 'C', got {color!r}")
+    if image_ndim == 3 and color is None:
+        raise ValueError(
+            f"{name} must be 'B' or 'C' for a colour image of shape (H, W, 3) (which factor "
+            "carries the channels), got None"
+        )
+    if image_ndim == 2 and color is not None:
+        raise ValueError(f"{name} must be None for a grayscale (H, W) image, got {color!r}")
+    return color
+
+
+def check_rank(rank: Any, max_rank: int, name: str = "rank") -> int:
+    """Return ``rank`` if it is an int in ``1..max_rank``, else raise."""
+    if isinstance(rank, bool) or not isinstance(rank, int | np.integer):
+        raise TypeError(f"{name} must be an int, got {type(rank).__name__} {rank!r}")
+    if not 1 <= rank <= max_rank:
+        raise ValueError(f"{name} must be between 1 and {max_rank} here, got {rank}")
+    return int(rank)

@@ -1,0 +1,20 @@
+"""kronlib.testing: the assertions themselves must be able to fail."""
+
+import pytest
+import torch
+
+from kronlib.testing import assert_relative_close, default_rtol, relative_error
+
+
+def test_relative_error_and_tolerances():
+    assert relative_error(torch.tensor([1.0, 1.0]), torch.tensor([1.0, 0.0])) == 1.0
+    assert default_rtol(torch.float32) == 1e-5 and default_rtol(torch.float64) == 1e-12
+
+
+def test_assert_relative_close_fails_on_a_real_difference():
+    x = torch.ones(10, dtype=torch.float64)
+    assert assert_relative_close(x, x) == 0.0
+    with pytest.raises(AssertionError, match="sum: relative error 1.000e-06 exceeds"):
+        assert_relative_close(x * (1 + 1e-6), x, what="sum")
+    with pytest.raises(ValueError, match="one shape"):
+        relative_error(torch.ones(2), torch.ones(3))

@@ -1,0 +1,51 @@
+"""kronlib.viz: every figure builds, with the titles the chapter relies on."""
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from kronlib import nkp
+from kronlib.viz import (
+    error_curve_figure,
+    factor_shapes_figure,
+    image_grid,
+    modes_figure,
+    rank_figure,
+    rearrangement_figure,
+    to_display,
+)
+
+IMAGE = torch.rand(24, 36, generator=torch.Generator().manual_seed(0))
+
+
+def _titles(fig):
+    return [ax.get_title() for ax in fig.axes]
+
+
+def test_to_display_scales_into_unit_interval():
+    shown = to_display(torch.tensor([[-2.0, 0.0], [2.0, 1.0]]))
+    assert shown.min() == 0.0 and shown.max() == 1.0
+    assert np.all(to_display(torch.ones(3, 3)) == 0.5)
+
+
+def test_rearrangement_figure_blacks_out_moved_blocks():
+    fig = rearrangement_figure(IMAGE, (6, 6), moved=5)
+    assert isinstance(fig, Figure)
+    assert "5 blocks moved" in _titles(fig)[0] and "24×36" in _titles(fig)[1]
+    left = fig.axes[0].images[0].get_array()
+    assert np.all(left[:6, :30] == 0) and np.any(left[6:] != 0)
+
+
+def test_factor_shapes_figure_titles_multiply_to_the_image():
+    fig = factor_shapes_figure(IMAGE, (4, 6))
+    assert _titles(fig)[:3] == ["B: 4×6", "C: 6×6", "B ⊗ C: 24×36"]
+
+
+def test_rank_modes_and_error_figures():
+    fac = nkp(IMAGE, (4, 6), rank=5)
+    assert "relative error" in _titles(rank_figure(fac, 3, max_rank=5))[0]
+    assert len(modes_figure(fac, 3).axes) == 12
+    assert isinstance(error_curve_figure(fac), Figure)
+    colour = torch.rand(8, 8, 3, generator=torch.Generator().manual_seed(1))
+    assert len(modes_figure(nkp(colour, (2, 2), rank=2, color="C"), 2).axes) == 8
+    assert len(image_grid([IMAGE, IMAGE, IMAGE], ["a", "b", "c"], ncols=2).axes) == 4
