@@ -134,7 +134,7 @@ class SliderFigure:
         return {name: values[i] for name, values, i in pairs}
 
     def frame(self, index: Sequence[int]) -> bytes:
-        """Encoded bytes of the figure at a tuple of slider positions (rendered once, then cached)."""
+        """Encoded bytes of the figure at a tuple of slider positions (rendered once)."""
         key = tuple(int(i) for i in index)
         if key not in self._cache:
             fig = self._draw(**self.params(key))

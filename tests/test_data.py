@@ -18,7 +18,7 @@ def test_load_image_shapes_range_and_dtype():
     assert gray.shape == (480, 320) and gray.dtype == torch.float32
     colour = load_image("china", size=(320, 480), dtype=torch.float64)
     assert colour.shape == (320, 480, 3) and colour.dtype == torch.float64
-    assert 0.0 <= float(colour.min()) and float(colour.max()) <= 1.0
+    assert float(colour.min()) >= 0.0 and float(colour.max()) <= 1.0
     assert load_image("china", size=(320, 480)).shape == (320, 480, 3)
 
 

@@ -10,7 +10,6 @@ from kronlib import KronFactorization, nkp, rearrange, unrearrange
 from kronlib.kron import kron
 from kronlib.testing import assert_relative_close
 
-
 small = st.integers(min_value=1, max_value=5)
 dtypes = st.sampled_from([torch.float32, torch.float64])
 colors = st.sampled_from([None, "B", "C"])
@@ -199,7 +198,7 @@ def test_colour_argument():
 
 
 def test_other_bad_arguments():
-    with pytest.raises(TypeError, match="A must be a torch.Tensor or a numpy.ndarray, got list"):
+    with pytest.raises(TypeError, match=r"A must be a torch\.Tensor or a numpy\.ndarray, got list"):
         nkp([[1.0, 2.0]], (1, 1))
     with pytest.raises(TypeError, match="A must be real"):
         nkp(torch.zeros(2, 2, dtype=torch.complex64), (1, 1))
