@@ -44,8 +44,8 @@ $(ENV_STAMP): requirements.txt
 
 # kronlib is installed in editable mode; re-pointed when the venv was last used from another clone.
 develop: env
-	@$(BIN)/python -c "import kronlib, pathlib, sys; \
-	sys.exit(pathlib.Path(kronlib.__file__).resolve().parent != pathlib.Path('kronlib').resolve())" \
+	@(cd / && $(BIN)/python -c "import kronlib, pathlib, sys; \
+	sys.exit(pathlib.Path(kronlib.__file__).resolve().parent != pathlib.Path('$(CURDIR)/kronlib').resolve())") \
 	2>/dev/null || $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 
 book: develop

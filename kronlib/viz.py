@@ -15,8 +15,10 @@ from matplotlib.patches import Rectangle
 
 from kronlib._validate import ArrayLike, as_float_tensor
 from kronlib.kron import KronFactorization, nkp, rearrange
+from kronlib.widgets import figure_bytes
 
 __all__ = [
+    "NotebookFigure",
     "error_curve_figure",
     "factor_shapes_figure",
     "image_grid",
@@ -26,6 +28,17 @@ __all__ = [
     "show",
     "to_display",
 ]
+
+
+class NotebookFigure(Figure):
+    """A :class:`~matplotlib.figure.Figure` that notebooks display as a PNG by itself.
+
+    Figures made without ``pyplot`` have no inline display of their own until matplotlib's
+    inline backend is switched on; this one always shows.
+    """
+
+    def _repr_png_(self) -> bytes:
+        return figure_bytes(self, dpi=100)
 
 
 def to_display(image: ArrayLike) -> np.ndarray:
@@ -66,7 +79,7 @@ def image_grid(
     """A row (or grid) of images with titles."""
     ncols = ncols or len(images)
     nrows = -(-len(images) // ncols)
-    fig = Figure(figsize=(width, width / ncols * nrows * 0.9 + 0.3), layout="constrained")
+    fig = NotebookFigure(figsize=(width, width / ncols * nrows * 0.9 + 0.3), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for k, ax in enumerate(axes):
         if k < len(images):
@@ -101,7 +114,7 @@ def rearrangement_figure(
         left[i * m2 : (i + 1) * m2, j * n2 : (j + 1) * n2] = 0
         rows = slice(k * per_block, (k + 1) * per_block)
         filled[rows] = R[rows]
-    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    fig = NotebookFigure(figsize=(10, 3.6), layout="constrained")
     ax_image, ax_matrix = fig.subplots(1, 2, width_ratios=[1, 1.6])
     show(ax_image, left, f"image {_shape_text(tuple(A.shape))}: {moved} blocks moved", scale=False)
     show(ax_matrix, filled, "", scale=False)
@@ -125,7 +138,7 @@ def factor_shapes_figure(
     fac = nkp(image, b_shape, rank=1, color=color)
     B, C = fac.B[0], fac.C[0]
     product = fac.reconstruct(1)
-    fig = Figure(figsize=(10, 3.3), layout="constrained")
+    fig = NotebookFigure(figsize=(10, 3.3), layout="constrained")
     axes = fig.subplots(1, 3, width_ratios=[1, 1, 1.3])
     show(axes[0], B, f"B: {_shape_text(fac.grid_shape)}")
     show(axes[1], C, f"C: {_shape_text(fac.block_shape)}")
@@ -140,7 +153,7 @@ def factor_shapes_figure(
 
 def error_curve_figure(fac: KronFactorization, max_rank: int | None = None) -> Figure:
     """Relative Frobenius error against rank, measured and as predicted by the singular values."""
-    fig = Figure(figsize=(6, 3.2), layout="constrained")
+    fig = NotebookFigure(figsize=(6, 3.2), layout="constrained")
     _draw_error_curve(fig.add_subplot(), fac, max_rank or fac.rank)
     return fig
 
@@ -165,7 +178,7 @@ def _draw_error_curve(ax: Axes, fac: KronFactorization, max_rank: int, mark: int
 
 def rank_figure(fac: KronFactorization, rank: int, max_rank: int = 50) -> Figure:
     """The rank-``rank`` reconstruction next to the error curve, with ``rank`` marked on it."""
-    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    fig = NotebookFigure(figsize=(10, 3.6), layout="constrained")
     ax_image, ax_curve = fig.subplots(1, 2, width_ratios=[1.1, 1])
     show(
         ax_image,
@@ -181,7 +194,7 @@ def rank_figure(fac: KronFactorization, rank: int, max_rank: int = 50) -> Figure
 def modes_figure(fac: KronFactorization, rank: int = 5) -> Figure:
     """One row per mode ``i``: ``B_i``, ``C_i``, ``B_i ⊗ C_i`` and the sum of modes ``1..i``."""
     terms = fac.terms(rank)
-    fig = Figure(figsize=(8.5, 1.9 * rank + 0.4), layout="constrained")
+    fig = NotebookFigure(figsize=(8.5, 1.9 * rank + 0.4), layout="constrained")
     axes = fig.subplots(rank, 4, squeeze=False, width_ratios=[1, 1, 1.4, 1.4])
     cumulative = torch.zeros_like(terms[0])
     for i in range(rank):

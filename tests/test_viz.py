@@ -49,3 +49,8 @@ def test_rank_modes_and_error_figures():
     colour = torch.rand(8, 8, 3, generator=torch.Generator().manual_seed(1))
     assert len(modes_figure(nkp(colour, (2, 2), rank=2, color="C"), 2).axes) == 8
     assert len(image_grid([IMAGE, IMAGE, IMAGE], ["a", "b", "c"], ncols=2).axes) == 4
+
+
+def test_figures_display_themselves_as_png():
+    png = factor_shapes_figure(IMAGE, (4, 6))._repr_png_()
+    assert png.startswith(b"\x89PNG")
