@@ -14,8 +14,9 @@ REQ_HASH := $(shell sha256sum requirements.txt | cut -c1-12)
 VENV ?= $(KRONBOOK_HOME)/venv-$(REQ_HASH)
 BIN := $(VENV)/bin
 ENV_STAMP := $(VENV)/.kronbook-complete
-# What the notebooks' results depend on besides their own code: jupyter-cache does not see it.
-CODE_HASH = $(shell cat requirements.txt $$(find kronlib -name '*.py' | LC_ALL=C sort) | sha256sum | cut -c1-16)
+# What the pages depend on besides their own sources (jupyter-cache and Sphinx do not see it):
+# kronlib, the pins, the book configuration and its Sphinx extension.
+CODE_HASH = $(shell cat requirements.txt _config.yml _toc.yml $$(find kronlib book/_ext -name '*.py' | LC_ALL=C sort) | sha256sum | cut -c1-16)
 BUILD_STAMP := _build/.kronlib-hash
 
 export PATH := $(BIN):$(PATH)

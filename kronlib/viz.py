@@ -44,11 +44,15 @@ class NotebookFigure(Figure):
 def to_display(image: ArrayLike) -> np.ndarray:
     """Scale an image linearly into ``[0, 1]`` for display: ``(H, W)`` or ``(H, W, 3)``.
 
-    Factors of a decomposition can be negative and of any scale; the minimum maps to 0 and the
-    maximum to 1 (over all channels together, which keeps their hues). A constant image maps to 0.5.
+    Factors of a decomposition can be of any scale and sign. A non-negative image is divided by
+    its maximum, so zero stays black and the ratios between channels (its hue) are kept; an image
+    with negative values maps its minimum to 0 and its maximum to 1 (all channels together). An
+    image that is constant zero maps to 0.5.
     """
     array = as_float_tensor(image, "image").detach().cpu().to(torch.float64).numpy()
     low, high = float(array.min()), float(array.max())
+    if low >= 0 and high > 0:
+        return array / high
     if high - low < 1e-12:
         return np.full_like(array, 0.5)
     return (array - low) / (high - low)
@@ -191,7 +195,7 @@ def rank_figure(fac: KronFactorization, rank: int, max_rank: int = 50) -> Figure
     return fig
 
 
-def modes_figure(fac: KronFactorization, rank: int = 5) -> Figure:
+def modes_figure(fac: KronFactorization, rank: int = 5, title: str = "") -> Figure:
     """One row per mode ``i``: ``B_i``, ``C_i``, ``B_i ⊗ C_i`` and the sum of modes ``1..i``."""
     terms = fac.terms(rank)
     fig = NotebookFigure(figsize=(8.5, 1.9 * rank + 0.4), layout="constrained")
@@ -203,4 +207,6 @@ def modes_figure(fac: KronFactorization, rank: int = 5) -> Figure:
         show(axes[i, 1], fac.C[i], f"C{i + 1}")
         show(axes[i, 2], terms[i], f"B{i + 1} ⊗ C{i + 1}")
         show(axes[i, 3], cumulative, f"sum of modes 1..{i + 1}", scale=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
     return fig

@@ -25,7 +25,10 @@ def _titles(fig):
 def test_to_display_scales_into_unit_interval():
     shown = to_display(torch.tensor([[-2.0, 0.0], [2.0, 1.0]]))
     assert shown.min() == 0.0 and shown.max() == 1.0
-    assert np.all(to_display(torch.ones(3, 3)) == 0.5)
+    assert np.all(to_display(torch.zeros(3, 3)) == 0.5)
+    # non-negative images keep zero black and their channel ratios (hue)
+    tint = to_display(torch.tensor([[[1.0, 2.0, 4.0]]]))
+    assert tint.tolist() == [[[0.25, 0.5, 1.0]]]
 
 
 def test_rearrangement_figure_blacks_out_moved_blocks():

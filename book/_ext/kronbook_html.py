@@ -1,7 +1,10 @@
-"""Serve MathJax from the built book instead of a CDN, so formulas render without a network.
+"""HTML fixes for the book, so that pages work offline and load without console errors.
 
-MathJax 3 comes from the ``django-static-mathjax`` wheel (pinned in requirements.txt); its
-browser bundle and fonts are copied into ``_static/mathjax`` of the HTML output.
+* MathJax is served from the built book instead of a CDN: MathJax 3 comes from the
+  ``django-static-mathjax`` wheel (pinned in requirements.txt), and its browser bundle and fonts
+  are copied into ``_static/mathjax`` of the HTML output.
+* Inline scripts registered twice (sphinx-thebe's and sphinx-togglebutton's settings, under
+  Jupyter Book 1) are emitted once: declaring the same ``const`` twice is a page error.
 """
 
 from __future__ import annotations
@@ -35,6 +38,20 @@ def _copy_mathjax(app: Sphinx, exception: Exception | None) -> None:
     )
 
 
+def _drop_duplicate_scripts(app: Sphinx, pagename, templatename, context, doctree) -> None:
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen, unique = set(), []
+    for script in scripts:
+        attributes = getattr(script, "attributes", {})
+        key = (getattr(script, "filename", None) or "", attributes.get("body"))
+        if key not in seen:
+            seen.add(key)
+            unique.append(script)
+    context["script_files"] = unique
+
+
 def setup(app: Sphinx) -> dict:
     if not (_mathjax_es5() / BUNDLE).is_file():
         raise RuntimeError(
@@ -43,4 +60,5 @@ def setup(app: Sphinx) -> dict:
         )
     app.connect("config-inited", _use_local_copy)
     app.connect("build-finished", _copy_mathjax)
+    app.connect("html-page-context", _drop_duplicate_scripts)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

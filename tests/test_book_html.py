@@ -1,0 +1,116 @@
+"""The built book in a real browser: pages load cleanly, figures show, static sliders work.
+
+Runs after ``make book`` (``.ci/run`` does both) with Debian's Chromium driven by Playwright;
+skipped, with the reason, when the built book or Chromium is missing.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+CHROMIUM = os.environ.get("KRONBOOK_CHROMIUM") or shutil.which("chromium")
+CHAPTERS = sorted((HTML / "book").glob("[0-9][0-9]_*.html"))
+PAGES = [HTML / "book" / "intro.html", *CHAPTERS]
+
+pytestmark = [
+    pytest.mark.skipif(not CHAPTERS, reason="no built book in _build/html: run `make book` first"),
+    pytest.mark.skipif(CHROMIUM is None, reason="Chromium not found (apt-get install chromium)"),
+]
+
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def open_page(browser):
+    pages = []
+
+    def _open(path: Path):
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        problems: list[str] = []
+        page.on(
+            "console",
+            lambda msg: (
+                problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None
+            ),
+        )
+        page.on("pageerror", lambda err: problems.append(f"page error: {err}"))
+        page.on("requestfailed", lambda req: problems.append(f"request failed: {req.url}"))
+        page.goto(path.as_uri(), wait_until="load")
+        page.wait_for_timeout(300)
+        pages.append(page)
+        return page, problems
+
+    yield _open
+    for page in pages:
+        page.close()
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: p.name)
+def test_page_loads_without_errors_and_renders_math(open_page, path):
+    page, problems = open_page(path)
+    if page.locator("div.math, span.math").count():
+        page.wait_for_selector("mjx-container", timeout=15000)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_every_figure_is_present_and_non_empty(open_page, path):
+    page, _ = open_page(path)
+    images = page.locator("article img")
+    assert images.count() > 0, f"{path.name} shows no figure"
+    sizes = images.evaluate_all("els => els.map(e => [e.naturalWidth, e.naturalHeight])")
+    empty = [k for k, (w, h) in enumerate(sizes) if w < 10 or h < 10]
+    assert not empty, f"{path.name}: images {empty} are missing or empty"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_every_static_slider_changes_the_picture(open_page, path):
+    page, problems = open_page(path)
+    sliders = page.locator("div.kronlib-slider")
+    for k in range(sliders.count()):
+        slider = sliders.nth(k)
+        frame = slider.locator("img.kronlib-frame")
+        inputs = slider.locator("input[type=range]")
+        assert inputs.count() > 0, f"slider {k} of {path.name} has no control"
+        for i in range(inputs.count()):
+            control = inputs.nth(i)
+            before = frame.get_attribute("src")
+            top = int(control.get_attribute("max"))
+            current = int(control.input_value())
+            target = 0 if current != 0 else top
+            control.evaluate(
+                "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", target
+            )
+            assert frame.get_attribute("src") != before, (
+                f"moving control {i} of slider {k} on {path.name} left the picture unchanged"
+            )
+        play = slider.locator("button.kronlib-play")
+        if play.count():
+            before = frame.get_attribute("src")
+            play.click()
+            page.wait_for_timeout(800)
+            play.click()
+            assert frame.get_attribute("src") != before, f"play did nothing on slider {k}"
+    assert not problems, "\n".join(problems)
