@@ -57,3 +57,15 @@ def test_rank_modes_and_error_figures():
 def test_figures_display_themselves_as_png():
     png = factor_shapes_figure(IMAGE, (4, 6))._repr_png_()
     assert png.startswith(b"\x89PNG")
+
+
+def test_pipeline_and_matrix_pattern_figures():
+    from kronlib.viz import matrix_pattern_figure, pipeline_figure
+
+    fig = pipeline_figure(
+        [[("x", IMAGE), "∗", ("w", IMAGE[:3, :3]), "=", ("y", IMAGE)], [("z", IMAGE)]],
+        title="t",
+    )
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["x", "w", "y", "z"]
+    pattern = matrix_pattern_figure(torch.eye(6), 2, 3)
+    assert "16.7% non-zero" in pattern.axes[0].get_title()

@@ -1,9 +1,4 @@
-"""Figures of the book. Every function returns a new :class:`matplotlib.figure.Figure`.
-
-Figures are built without ``pyplot`` so that they can be rendered into slider frames
-(:mod:`kronlib.widgets`) without also appearing in the notebook; a notebook shows one by
-leaving it as the last expression of a cell (or with ``display``).
-"""
+"""Figures of chapter 1: rearrangement, factor shapes, rank and modes of a factorization."""
 
 from __future__ import annotations
 
@@ -15,86 +10,15 @@ from matplotlib.patches import Rectangle
 
 from kronlib._validate import ArrayLike, as_float_tensor
 from kronlib.kron import KronFactorization, nkp, rearrange
-from kronlib.widgets import figure_bytes
+from kronlib.viz.base import NotebookFigure, shape_text, show
 
 __all__ = [
-    "NotebookFigure",
     "error_curve_figure",
     "factor_shapes_figure",
-    "image_grid",
     "modes_figure",
     "rank_figure",
     "rearrangement_figure",
-    "show",
-    "to_display",
 ]
-
-
-class NotebookFigure(Figure):
-    """A :class:`~matplotlib.figure.Figure` that notebooks display as a PNG by itself.
-
-    Figures made without ``pyplot`` have no inline display of their own until matplotlib's
-    inline backend is switched on; this one always shows.
-    """
-
-    def _repr_png_(self) -> bytes:
-        return figure_bytes(self, dpi=100)
-
-
-def to_display(image: ArrayLike) -> np.ndarray:
-    """Scale an image linearly into ``[0, 1]`` for display: ``(H, W)`` or ``(H, W, 3)``.
-
-    Factors of a decomposition can be of any scale and sign. A non-negative image is divided by
-    its maximum, so zero stays black and the ratios between channels (its hue) are kept; an image
-    with negative values maps its minimum to 0 and its maximum to 1 (all channels together). An
-    image that is constant zero maps to 0.5.
-    """
-    array = as_float_tensor(image, "image").detach().cpu().to(torch.float64).numpy()
-    low, high = float(array.min()), float(array.max())
-    if low >= 0 and high > 0:
-        return array / high
-    if high - low < 1e-12:
-        return np.full_like(array, 0.5)
-    return (array - low) / (high - low)
-
-
-def show(ax: Axes, image: ArrayLike, title: str = "", *, scale: bool = True) -> None:
-    """Draw an image on ``ax`` without ticks; grayscale images use the gray colormap.
-
-    ``scale=False`` shows values as they are (clipped to ``[0, 1]``) instead of min–max scaling.
-    """
-    array = to_display(image) if scale else np.clip(np.asarray(torch.as_tensor(image).cpu()), 0, 1)
-    kwargs = {"cmap": "gray", "vmin": 0.0, "vmax": 1.0} if array.ndim == 2 else {}
-    ax.imshow(array, interpolation="nearest", **kwargs)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=9)
-
-
-def image_grid(
-    images: list[ArrayLike],
-    titles: list[str] | None = None,
-    *,
-    ncols: int | None = None,
-    width: float = 9.0,
-    scale: bool = True,
-) -> Figure:
-    """A row (or grid) of images with titles."""
-    ncols = ncols or len(images)
-    nrows = -(-len(images) // ncols)
-    fig = NotebookFigure(figsize=(width, width / ncols * nrows * 0.9 + 0.3), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for k, ax in enumerate(axes):
-        if k < len(images):
-            show(ax, images[k], (titles or [""] * len(images))[k], scale=scale)
-        else:
-            ax.axis("off")
-    return fig
-
-
-def _shape_text(shape: tuple[int, ...]) -> str:
-    return "×".join(str(s) for s in shape)
 
 
 def rearrangement_figure(
@@ -120,11 +44,11 @@ def rearrangement_figure(
         filled[rows] = R[rows]
     fig = NotebookFigure(figsize=(10, 3.6), layout="constrained")
     ax_image, ax_matrix = fig.subplots(1, 2, width_ratios=[1, 1.6])
-    show(ax_image, left, f"image {_shape_text(tuple(A.shape))}: {moved} blocks moved", scale=False)
+    show(ax_image, left, f"image {shape_text(tuple(A.shape))}: {moved} blocks moved", scale=False)
     show(ax_matrix, filled, "", scale=False)
     ax_matrix.set_aspect("auto")
     ax_matrix.set_title(
-        f"rearranged matrix {_shape_text(tuple(R.shape))}: one row per block", fontsize=9
+        f"rearranged matrix {shape_text(tuple(R.shape))}: one row per block", fontsize=9
     )
     if moved:
         i, j = divmod(moved - 1, n1)
@@ -144,12 +68,12 @@ def factor_shapes_figure(
     product = fac.reconstruct(1)
     fig = NotebookFigure(figsize=(10, 3.3), layout="constrained")
     axes = fig.subplots(1, 3, width_ratios=[1, 1, 1.3])
-    show(axes[0], B, f"B: {_shape_text(fac.grid_shape)}")
-    show(axes[1], C, f"C: {_shape_text(fac.block_shape)}")
-    show(axes[2], product, f"B ⊗ C: {_shape_text(tuple(product.shape[:2]))}", scale=False)
+    show(axes[0], B, f"B: {shape_text(fac.grid_shape)}")
+    show(axes[1], C, f"C: {shape_text(fac.block_shape)}")
+    show(axes[2], product, f"B ⊗ C: {shape_text(tuple(product.shape[:2]))}", scale=False)
     fig.suptitle(
-        f"B {_shape_text(fac.grid_shape)}  ⊗  C {_shape_text(fac.block_shape)}  =  "
-        f"{_shape_text(tuple(product.shape[:2]))}   (relative error {fac.error(1):.3f})",
+        f"B {shape_text(fac.grid_shape)}  ⊗  C {shape_text(fac.block_shape)}  =  "
+        f"{shape_text(tuple(product.shape[:2]))}   (relative error {fac.error(1):.3f})",
         fontsize=10,
     )
     return fig
