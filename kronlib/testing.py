@@ -29,10 +29,12 @@ def relative_error(actual: ArrayLike, expected: ArrayLike) -> float:
 
 def assert_relative_close(
     actual: ArrayLike, expected: ArrayLike, rtol: float | None = None, what: str = "result"
-) -> float:
-    """Assert that ``actual`` matches ``expected`` in relative Frobenius norm; return the error.
+) -> None:
+    """Assert that ``actual`` matches ``expected`` in relative Frobenius norm.
 
-    ``rtol`` defaults to :func:`default_rtol` of the less precise of the two dtypes.
+    ``rtol`` defaults to :func:`default_rtol` of the less precise of the two dtypes; the message
+    names ``what`` was compared and by how much it missed. Use :func:`relative_error` for the
+    number itself.
     """
     error = relative_error(actual, expected)
     if rtol is None:
@@ -40,4 +42,3 @@ def assert_relative_close(
         rtol = max(default_rtol(a.dtype), default_rtol(e.dtype))
     if not error <= rtol:
         raise AssertionError(f"{what}: relative error {error:.3e} exceeds the tolerance {rtol:.1e}")
-    return error

@@ -69,3 +69,12 @@ def test_pipeline_and_matrix_pattern_figures():
     assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["x", "w", "y", "z"]
     pattern = matrix_pattern_figure(torch.eye(6), 2, 3)
     assert "16.7% non-zero" in pattern.axes[0].get_title()
+
+
+def test_composed_kernel_figure_names_the_regime():
+    from kronlib.viz import composed_kernel_figure
+
+    w1, w2 = torch.randn(1, 1, 3, 3), torch.randn(1, 1, 3, 3)
+    titles = [composed_kernel_figure(w1, w2, s).axes[2].get_title() for s in (2, 3, 4)]
+    assert "overlap" in titles[0] and "W2 ⊗ W1" in titles[1] and "gaps" in titles[2]
+    assert "9×9" in titles[1]

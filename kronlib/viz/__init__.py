@@ -6,6 +6,7 @@ rendered from them without also showing up in the notebook.
 
 from kronlib.viz.base import NotebookFigure, image_grid, shape_text, show, to_display
 from kronlib.viz.convolution import (
+    composed_kernel_figure,
     matrix_pattern_figure,
     pipeline_figure,
 )
@@ -19,6 +20,7 @@ from kronlib.viz.factorization import (
 
 __all__ = [
     "NotebookFigure",
+    "composed_kernel_figure",
     "error_curve_figure",
     "factor_shapes_figure",
     "image_grid",

@@ -46,14 +46,29 @@ def to_display(image: ArrayLike) -> np.ndarray:
     return (array - low) / (high - low)
 
 
-def show(ax: Axes, image: ArrayLike, title: str = "", *, scale: bool = True) -> None:
+def show(
+    ax: Axes, image: ArrayLike, title: str = "", *, scale: bool = True, signed: bool = False
+) -> None:
     """Draw an image on ``ax`` without ticks; grayscale images use the gray colormap.
 
-    ``scale=False`` shows values as they are (clipped to ``[0, 1]``) instead of min–max scaling.
+    Args:
+        ax: where to draw.
+        image: ``(H, W)`` or ``(H, W, 3)``.
+        title: axes title.
+        scale: stretch values with :func:`to_display`; ``False`` shows them as they are,
+            clipped to ``[0, 1]``.
+        signed: for a 2-D image of either sign (a kernel): a blue–white–red map centred on 0.
     """
-    array = to_display(image) if scale else np.clip(np.asarray(torch.as_tensor(image).cpu()), 0, 1)
-    kwargs = {"cmap": "gray", "vmin": 0.0, "vmax": 1.0} if array.ndim == 2 else {}
-    ax.imshow(array, interpolation="nearest", **kwargs)
+    if signed:
+        array = as_float_tensor(image, "image").detach().cpu().to(torch.float64).numpy()
+        bound = float(np.abs(array).max()) or 1.0
+        ax.imshow(array, cmap="RdBu_r", vmin=-bound, vmax=bound, interpolation="nearest")
+    else:
+        array = (
+            to_display(image) if scale else np.clip(np.asarray(torch.as_tensor(image).cpu()), 0, 1)
+        )
+        kwargs = {"cmap": "gray", "vmin": 0.0, "vmax": 1.0} if array.ndim == 2 else {}
+        ax.imshow(array, interpolation="nearest", **kwargs)
     ax.set_xticks([])
     ax.set_yticks([])
     if title:

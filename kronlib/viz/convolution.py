@@ -9,12 +9,16 @@ import torch
 from matplotlib.figure import Figure
 
 from kronlib._validate import ArrayLike, as_float_tensor
+from kronlib.conv import compose
 from kronlib.viz.base import NotebookFigure, show
 
-__all__ = ["matrix_pattern_figure", "pipeline_figure"]
+__all__ = ["composed_kernel_figure", "matrix_pattern_figure", "pipeline_figure"]
 
 Panel = tuple[str, ArrayLike]
-"""A titled image: ``(title, image)`` with the image ``(H, W)`` or ``(H, W, 3)``."""
+"""A titled image: ``(title, image)`` with the image ``(H, W)`` or ``(H, W, 3)``.
+
+A title starting with ``"W"`` or ``"kernel"`` marks a kernel, drawn on a signed blue–red scale.
+"""
 
 
 def pipeline_figure(
@@ -44,7 +48,8 @@ def pipeline_figure(
                 ax.text(0.5, 0.5, item, ha="center", va="center", fontsize=16)
             else:
                 panel_title, image = item
-                show(ax, image, panel_title)
+                signed = panel_title.startswith(("W", "kernel")) and np.ndim(image) == 2
+                show(ax, image, panel_title, signed=signed)
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
@@ -82,4 +87,31 @@ def matrix_pattern_figure(
     ax.set_ylabel(f"output pixel ({rows})")
     density = nonzero.mean()
     ax.set_title(title or f"{rows}×{cols}, {density:.1%} non-zero", fontsize=10)
+    return fig
+
+
+def composed_kernel_figure(w1: ArrayLike, w2: ArrayLike, stride1: int) -> Figure:
+    """The kernel of two composed one-channel convolutions, for a given first-layer stride.
+
+    Left: ``W1`` and ``W2``. Right: ``conv_transpose2d(W2, W1, stride1)``, with thin lines where
+    the copies of ``W1`` start (every ``stride1`` pixels): they overlap when ``stride1 < k1``,
+    tile exactly when ``stride1 == k1`` (the Kronecker product) and leave gaps beyond.
+    """
+    a, b = as_float_tensor(w1, "w1"), as_float_tensor(w2, "w2")
+    kernel = compose(a, b, stride1=stride1)[0][0, 0]
+    k1 = a.shape[-1]
+    fig = NotebookFigure(figsize=(9, 3.4), layout="constrained")
+    axes = fig.subplots(1, 3, width_ratios=[1, 1, 2.2])
+    show(axes[0], a[0, 0], f"W1 ({k1}×{k1})", signed=True)
+    show(axes[1], b[0, 0], f"W2 ({b.shape[-2]}×{b.shape[-1]})", signed=True)
+    show(axes[2], kernel, "", signed=True)
+    for at in range(stride1, kernel.shape[-1], stride1):
+        axes[2].axvline(at - 0.5, color="0.5", lw=0.5)
+        axes[2].axhline(at - 0.5, color="0.5", lw=0.5)
+    relation = "overlap" if stride1 < k1 else ("tile: W2 ⊗ W1" if stride1 == k1 else "gaps")
+    axes[2].set_title(
+        f"composed kernel {kernel.shape[-2]}×{kernel.shape[-1]}, stride1 = {stride1}: "
+        f"copies of W1 {relation}",
+        fontsize=9,
+    )
     return fig
