@@ -88,3 +88,14 @@ def check_rank(rank: Any, max_rank: int, name: str = "rank") -> int:
     if not 1 <= rank <= max_rank:
         raise ValueError(f"{name} must be between 1 and {max_rank} here, got {rank}")
     return int(rank)
+
+
+def as_conv_weight(value: Any, name: str) -> torch.Tensor:
+    """Return ``value`` as a float conv weight ``(C_out, C_in, kh, kw)``, or raise."""
+    weight = as_float_tensor(value, name)
+    if weight.ndim != 4:
+        raise ValueError(
+            f"{name} must be a 4-D conv weight (C_out, C_in, kh, kw), got a {weight.ndim}-D "
+            f"array of shape {tuple(weight.shape)}"
+        )
+    return weight

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kronlib._validate import ArrayLike, as_float_tensor
+from kronlib._validate import ArrayLike, as_conv_weight, as_float_tensor
 
 __all__ = [
     "compose",
@@ -49,16 +49,6 @@ def _pair(value: Any, name: str, minimum: int = 1) -> Pair:
         if item < minimum:
             raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
     return int(rows), int(cols)
-
-
-def _weight(w: ArrayLike, name: str) -> torch.Tensor:
-    weight = as_float_tensor(w, name)
-    if weight.ndim != 4:
-        raise ValueError(
-            f"{name} must be a 4-D conv weight (C_out, C_in, kh, kw), got a {weight.ndim}-D "
-            f"array of shape {tuple(weight.shape)}"
-        )
-    return weight
 
 
 def _check_chain(w1: torch.Tensor, w2: torch.Tensor) -> None:
@@ -105,7 +95,7 @@ def conv_matrix(
         >>> conv_matrix(w, (1, 3, 3)).shape
         torch.Size([8, 9])
     """
-    w = _weight(weight, "weight")
+    w = as_conv_weight(weight, "weight")
     try:
         channels, height, width = (int(s) for s in input_shape)
     except (TypeError, ValueError):
@@ -175,7 +165,7 @@ def dilate_kernel(weight: ArrayLike, dilation: int | Pair) -> torch.Tensor:
     ``(C_out, C_in, kh, kw)`` -> ``(C_out, C_in, d·(kh−1)+1, d·(kw−1)+1)``; a convolution with
     the result at dilation 1 equals the original at ``dilation``.
     """
-    w = _weight(weight, "weight")
+    w = as_conv_weight(weight, "weight")
     dh, dw = _pair(dilation, "dilation")
     c_out, c_in, kh, kw = w.shape
     dense = w.new_zeros(c_out, c_in, dh * (kh - 1) + 1, dw * (kw - 1) + 1)
@@ -225,7 +215,7 @@ def compose(
         >>> tuple(w.shape), stride, padding
         ((2, 3, 7, 7), (2, 2), (0, 0))
     """
-    a, b = _weight(w1, "w1"), _weight(w2, "w2")
+    a, b = as_conv_weight(w1, "w1"), as_conv_weight(w2, "w2")
     _check_chain(a, b)
     s1, s2 = _pair(stride1, "stride1"), _pair(stride2, "stride2")
     p1 = _pair(padding1, "padding1", minimum=0)
@@ -307,7 +297,7 @@ def kron_kernel(w1: ArrayLike, w2: ArrayLike) -> torch.Tensor:
         >>> torch.allclose(kron_kernel(w1, w2)[0, 0], torch.kron(w2[0, 0], w1[0, 0]))
         True
     """
-    a, b = _weight(w1, "w1"), _weight(w2, "w2")
+    a, b = as_conv_weight(w1, "w1"), as_conv_weight(w2, "w2")
     _check_chain(a, b)
     dtype = torch.promote_types(a.dtype, b.dtype)
     c2, _, k2h, k2w = b.shape
@@ -392,7 +382,7 @@ def full_conv(x: ArrayLike, w: ArrayLike) -> torch.Tensor:
 
 def flatten_filters(weight: ArrayLike) -> torch.Tensor:
     """Filters as the columns of a matrix: ``(C_out, C_in, kh, kw)`` -> ``(C_in·kh·kw, C_out)``."""
-    w = _weight(weight, "weight")
+    w = as_conv_weight(weight, "weight")
     return w.reshape(w.shape[0], -1).T
 
 

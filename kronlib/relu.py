@@ -1,0 +1,140 @@
+"""ReLU makes the composed kernel data-dependent: masks carve it, position by position.
+
+Between ``conv(w1)`` and ``conv(w2)`` a ReLU multiplies each intermediate activation by 0 or 1.
+For one output position of the second layer, the composed kernel is then the composition of
+``w1`` with ``w2`` *masked* by the part of the mask that position reads:
+``conv_transpose2d(w2 ⊙ mask_window, w1, stride=s1)``; with stride equal to kernel size this is
+``Σ_m (W2[:, m] ⊙ M_m) ⊗ W1[m, :]``, a masked Kronecker product.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kronlib._validate import ArrayLike, as_conv_weight, as_float_tensor
+from kronlib.conv import _check_chain, _pair
+
+__all__ = ["apply_carved", "carved_kernel", "neuron_kernel", "receptive_fields"]
+
+
+def carved_kernel(
+    w1: ArrayLike,
+    w2: ArrayLike,
+    mask: ArrayLike,
+    position: tuple[int, int],
+    stride1: int = 1,
+    stride2: int = 1,
+) -> torch.Tensor:
+    """The composed kernel of ``conv(w1) → mask → conv(w2)`` at one output position.
+
+    Args:
+        w1: ``(C1, C0, k1, k1)``.
+        w2: ``(C2, C1, k2, k2)``.
+        mask: ``(C1, H1, W1)``, the ReLU's on/off pattern on the intermediate map (bool or 0/1).
+        position: ``(Y, X)``, an output position of the second layer.
+        stride1: stride of the first layer.
+        stride2: stride of the second layer.
+
+    Returns:
+        ``(C2, C0, K, K)`` with ``K = stride1·(k2 − 1) + k1``; it acts on the input window whose
+        corner is ``(Y·stride1·stride2, X·stride1·stride2)``.
+    """
+    a, b = as_conv_weight(w1, "w1"), as_conv_weight(w2, "w2")
+    _check_chain(a, b)
+    gate = as_float_tensor(mask, "mask").to(b.dtype)
+    if gate.ndim != 3 or gate.shape[0] != a.shape[0]:
+        raise ValueError(f"mask must be ({a.shape[0]}, H1, W1), got {tuple(gate.shape)}")
+    s1, s2 = _pair(stride1, "stride1")[0], _pair(stride2, "stride2")[0]
+    k2h, k2w = b.shape[-2:]
+    y, x = position
+    window = gate[:, y * s2 : y * s2 + k2h, x * s2 : x * s2 + k2w]
+    if window.shape[-2:] != (k2h, k2w) or y < 0 or x < 0:
+        raise ValueError(f"position {position} is outside the second layer's output")
+    return F.conv_transpose2d(b * window[None], a.to(b.dtype), stride=s1)
+
+
+def apply_carved(
+    x: ArrayLike, w1: ArrayLike, w2: ArrayLike, mask: ArrayLike, stride1: int = 1, stride2: int = 1
+) -> torch.Tensor:
+    """Compute ``conv(w2, mask ⊙ conv(w1, x))`` one output at a time, with carved kernels.
+
+    Each output is the dot product of its input window with :func:`carved_kernel`: a check that
+    the masked composition reproduces the network (``x`` is ``(C0, H, W)``; no biases).
+
+    Returns:
+        ``(C2, H2, W2)``.
+    """
+    image = as_float_tensor(x, "x")
+    a, b = as_conv_weight(w1, "w1"), as_conv_weight(w2, "w2")
+    gate = as_float_tensor(mask, "mask")
+    k2 = b.shape[-1]
+    out_h = (gate.shape[1] - k2) // stride2 + 1
+    out_w = (gate.shape[2] - k2) // stride2 + 1
+    jump = stride1 * stride2
+    out = image.new_zeros(b.shape[0], out_h, out_w)
+    for y in range(out_h):
+        for x_ in range(out_w):
+            kernel = carved_kernel(a, b, gate, (y, x_), stride1, stride2)
+            size = kernel.shape[-1]
+            patch = image[:, y * jump : y * jump + size, x_ * jump : x_ * jump + size]
+            out[:, y, x_] = (kernel * patch[None]).sum(dim=(1, 2, 3))
+    return out
+
+
+def receptive_fields(layers: Iterable[tuple[str, nn.Module]], input_size: int) -> dict[str, int]:
+    """Side of the input region that one unit of each layer depends on.
+
+    This is the size of the composite kernel up to that layer: ``K ← K + (k − 1)·J`` and
+    ``J ← J·s`` for each convolution or pooling of kernel ``k`` and stride ``s`` (``J`` is the
+    distance, in input pixels, between neighbouring units). Activations keep it; a linear layer
+    sees the whole input.
+
+    Args:
+        layers: ``(name, module)`` pairs in order, e.g. ``model.named_children()``.
+        input_size: side of the (square) input.
+
+    Returns:
+        name -> receptive-field side, for every layer.
+    """
+    size, jump, out = 1, 1, {}
+    for name, layer in layers:
+        if isinstance(layer, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d):
+            kernel = _pair(layer.kernel_size, "kernel_size")[0]
+            stride = _pair(layer.stride or kernel, "stride")[0]
+            dilation = _pair(getattr(layer, "dilation", 1), "dilation")[0]
+            size += (dilation * (kernel - 1)) * jump
+            jump *= stride
+        elif isinstance(layer, nn.Linear):
+            size = input_size
+        out[name] = min(size, input_size)
+    return out
+
+
+def neuron_kernel(model: nn.Sequential, x: ArrayLike, layer: str, index: tuple[int, ...]):
+    """The effective kernel of one unit for this input: ``∂ unit / ∂ x`` with masks as they fell.
+
+    Args:
+        model: a plain chain whose children are named.
+        x: one input ``(C, H, W)``.
+        layer: name of the child whose output holds the unit.
+        index: the unit's index in that output (without the batch axis).
+
+    Returns:
+        ``(C, H, W)``: the unit's value is this kernel dotted with ``x`` (plus biases), and it is
+        non-zero only inside the unit's receptive field.
+    """
+    names = [name for name, _ in model.named_children()]
+    if layer not in names:
+        raise ValueError(f"layer must name a child of the model, one of {names}; got {layer!r}")
+    image = as_float_tensor(x, "x").detach().clone().requires_grad_(True)
+    out = image[None]
+    for name, module in model.named_children():
+        out = module(out)
+        if name == layer:
+            break
+    out[(0, *index)].backward()
+    return image.grad

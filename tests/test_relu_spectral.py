@@ -1,0 +1,109 @@
+"""kronlib.relu (masks carve the composed kernel) and kronlib.spectral (SVD of layers, rank)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kronlib.conv import kron_kernel
+from kronlib.models import LeNet5, TinyConvNet
+from kronlib.relu import apply_carved, carved_kernel, neuron_kernel, receptive_fields
+from kronlib.spectral import count_relu_masks, im2col_forward, layer_svd, rearranged_kernel_spectrum
+
+
+def _randn(*shape, seed):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@given(
+    st.integers(1, 3),
+    st.integers(1, 4),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(0, 4),
+)
+def test_carved_composition_reproduces_conv_relu_conv(c0, c1, k1, k2, s1, s2, extra):
+    size = k1 + s1 * (k2 - 1) + s1 * s2 * extra
+    w1, w2 = _randn(c1, c0, k1, k1, seed=size), _randn(2, c1, k2, k2, seed=size + 1)
+    x = _randn(c0, size, size, seed=extra)
+    hidden = F.conv2d(x[None], w1, stride=s1)[0]
+    network = F.conv2d(F.relu(hidden)[None], w2, stride=s2)[0]
+    torch.testing.assert_close(apply_carved(x, w1, w2, hidden > 0, s1, s2), network)
+
+
+def test_carved_kernel_is_a_masked_kronecker_product_when_stride_equals_kernel():
+    w1, w2 = _randn(3, 1, 2, 2, seed=0), _randn(1, 3, 2, 2, seed=1)
+    mask = _randn(3, 4, 4, seed=2) > 0
+    kernel = carved_kernel(w1, w2, mask, (1, 0), stride1=2, stride2=2)
+    masked_w2 = w2 * mask[:, 2:4, 0:2][None]
+    torch.testing.assert_close(kernel, kron_kernel(w1, masked_w2))
+    # an all-off mask carves the kernel away entirely
+    assert not carved_kernel(w1, w2, torch.zeros(3, 4, 4), (0, 0), 2, 2).any()
+
+
+def test_carved_kernel_errors():
+    w1, w2 = _randn(3, 1, 2, 2, seed=0), _randn(1, 3, 2, 2, seed=1)
+    with pytest.raises(ValueError, match=r"mask must be \(3, H1, W1\)"):
+        carved_kernel(w1, w2, torch.ones(2, 4, 4), (0, 0))
+    with pytest.raises(ValueError, match=r"position \(3, 3\) is outside"):
+        carved_kernel(w1, w2, torch.ones(3, 4, 4), (3, 3))
+
+
+def test_receptive_fields_of_lenet():
+    sizes = receptive_fields(LeNet5().named_children(), 32)
+    assert [sizes[n] for n in ("conv1", "pool1", "conv2", "pool2", "fc1")] == [5, 6, 14, 16, 32]
+
+
+def test_neuron_kernel_of_a_first_layer_unit_is_its_filter():
+    model = LeNet5()
+    x = torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(0))
+    kernel = neuron_kernel(model, x, "conv1", (2, 10, 7))
+    assert torch.equal(kernel[0, 10:15, 7:12], model.conv1.weight[2, 0].detach())
+    outside = kernel.clone()
+    outside[0, 10:15, 7:12] = 0
+    assert not outside.any()  # nothing outside the unit's 5×5 receptive field
+    with pytest.raises(ValueError, match="layer must name a child of the model"):
+        neuron_kernel(model, x, "conv9", (0,))
+
+
+def test_layer_svd_identities():
+    w = TinyConvNet().conv2.weight.detach().double()
+    svd = layer_svd(w)
+    torch.testing.assert_close(svd.matrix, w.reshape(16, -1))
+    assert torch.isclose(svd.S.square().sum(), w.square().sum())  # Frobenius identity
+    assert svd.eigenfilters().shape == (16, 8, 3, 3)
+    assert svd.energy()[-1] == pytest.approx(1.0)
+    assert svd.components_for(1.0) == 16 and svd.components_for(1e-9) == 1
+    for k in (1, 5, 16):
+        tail = float(svd.S[k:].square().sum().sqrt() / svd.S.square().sum().sqrt())
+        assert svd.error(k) == pytest.approx(tail, abs=1e-12)
+    with pytest.raises(ValueError, match="k must be between 1 and 16, got 17"):
+        svd.low_rank(17)
+
+
+def test_im2col_forward_in_svd_coordinates_equals_conv():
+    w = _randn(8, 2, 3, 3, seed=0)
+    x = _randn(2, 2, 9, 11, seed=1)
+    torch.testing.assert_close(im2col_forward(x, layer_svd(w)), F.conv2d(x, w))
+    with pytest.raises(ValueError, match=r"x must be \(N, 2, H, W\)"):
+        im2col_forward(x[:, :1], layer_svd(w))
+
+
+def test_count_relu_masks():
+    w = torch.tensor([[[[1.0]]], [[[-1.0]]]])  # two opposite channels on 1-pixel patches
+    patches = torch.tensor([[1.0], [2.0], [-1.0], [0.0]])
+    assert count_relu_masks(w, patches) == 3  # (on, off), (off, on), (off, off)
+    with pytest.raises(ValueError, match=r"patches must be \(P, 1\)"):
+        count_relu_masks(w, torch.zeros(3, 2))
+
+
+@given(st.integers(1, 6), st.integers(2, 4), st.integers(2, 4), st.integers(0, 50))
+def test_rank_of_a_composed_kernel_is_at_most_the_shared_channels(p, k1, k2, seed):
+    w1, w2 = _randn(p, 2, k1, k1, seed=seed), _randn(3, p, k2, k2, seed=seed + 1)
+    spectrum = rearranged_kernel_spectrum(w1, w2, out_channel=1, in_channel=1)
+    rank = int((spectrum > 1e-10 * spectrum[0]).sum())
+    assert rank <= p
+    assert rank == min(p, k1 * k1, k2 * k2)  # random weights reach the bound
