@@ -122,8 +122,8 @@ def count_relu_masks(weight: ArrayLike, patches: ArrayLike) -> int:
         The number of distinct masks, at most ``min(P, 2**C_out)``: each is one linear region of
         the layer that these patches visit.
     """
-    w = as_conv_weight(weight, "weight")
-    p = as_float_tensor(patches, "patches")
+    w = as_conv_weight(weight, "weight").detach()
+    p = as_float_tensor(patches, "patches").detach()
     if p.ndim != 2 or p.shape[1] != w[0].numel():
         raise ValueError(f"patches must be (P, {w[0].numel()}), got {tuple(p.shape)}")
     masks = (p @ w.reshape(w.shape[0], -1).T) > 0
@@ -142,7 +142,7 @@ def rearranged_kernel_spectrum(
     Returns:
         ``(min(k2h·k2w, k1h·k1w),)``, descending.
     """
-    a, b = as_conv_weight(w1, "w1"), as_conv_weight(w2, "w2")
+    a, b = as_conv_weight(w1, "w1").detach(), as_conv_weight(w2, "w2").detach()
     kernel = kron_kernel(a, b)[out_channel, in_channel]
     R = rearrange(kernel, tuple(a.shape[-2:]))
     return torch.linalg.svdvals(R)

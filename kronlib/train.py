@@ -219,6 +219,8 @@ def _fit(
             "test_accuracy": accuracy(model, test_data),
         }
         history.append(record)
-        epochs.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['test_accuracy']:.3f}")
+        epochs.set_postfix(
+            loss=f"{record['train_loss']:.3f}", acc=f"{record['test_accuracy']:.3f}", refresh=False
+        )
     model.eval()
     return history

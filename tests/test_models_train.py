@@ -138,3 +138,11 @@ def test_train_config_is_checked():
         TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="learning_rate must be positive"):
         TrainConfig(learning_rate=0.0)
+
+
+def test_zoo_rejects_unknown_names():
+    from kronlib.zoo import BOOK_MODELS, trained
+
+    assert set(BOOK_MODELS) == {"lenet5", "tinyconvnet"}
+    with pytest.raises(ValueError, match=r"name must be one of \['lenet5', 'tinyconvnet'\]"):
+        trained("alexnet")

@@ -17,13 +17,22 @@ from kronlib.viz.factorization import (
     rank_figure,
     rearrangement_figure,
 )
+from kronlib.viz.spectral import (
+    depth_width_figure,
+    filters_figure,
+    layer_spectrum_figure,
+    spectra_figure,
+)
 
 __all__ = [
     "NotebookFigure",
     "composed_kernel_figure",
+    "depth_width_figure",
     "error_curve_figure",
     "factor_shapes_figure",
+    "filters_figure",
     "image_grid",
+    "layer_spectrum_figure",
     "matrix_pattern_figure",
     "modes_figure",
     "pipeline_figure",
@@ -31,5 +40,6 @@ __all__ = [
     "rearrangement_figure",
     "shape_text",
     "show",
+    "spectra_figure",
     "to_display",
 ]
