@@ -18,7 +18,14 @@ from torch import nn
 from kronlib._validate import ArrayLike, as_conv_weight, as_float_tensor
 from kronlib.conv import _check_chain, _pair
 
-__all__ = ["apply_carved", "carved_kernel", "neuron_kernel", "receptive_fields"]
+__all__ = [
+    "apply_carved",
+    "carved_kernel",
+    "kernel_extent",
+    "layer_kernels",
+    "neuron_kernel",
+    "receptive_fields",
+]
 
 
 def carved_kernel(
@@ -127,14 +134,62 @@ def neuron_kernel(model: nn.Sequential, x: ArrayLike, layer: str, index: tuple[i
         ``(C, H, W)``: the unit's value is this kernel dotted with ``x`` (plus biases), and it is
         non-zero only inside the unit's receptive field.
     """
+    prefix = _prefix(model, layer)
+    image = as_float_tensor(x, "x").detach().clone().requires_grad_(True)
+    prefix(image[None])[(0, *index)].backward()
+    return image.grad
+
+
+def _prefix(model: nn.Sequential, layer: str) -> nn.Sequential:
     names = [name for name, _ in model.named_children()]
     if layer not in names:
         raise ValueError(f"layer must name a child of the model, one of {names}; got {layer!r}")
-    image = as_float_tensor(x, "x").detach().clone().requires_grad_(True)
-    out = image[None]
-    for name, module in model.named_children():
-        out = module(out)
-        if name == layer:
-            break
-    out[(0, *index)].backward()
-    return image.grad
+    return nn.Sequential(*list(model.children())[: names.index(layer) + 1])
+
+
+def layer_kernels(
+    model: nn.Sequential, x: ArrayLike, layer: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every unit's effective kernel at one layer, for this input, in one Jacobian.
+
+    Args:
+        model: a plain chain whose children are named.
+        x: one input ``(C, H, W)``.
+        layer: name of the child whose output units are wanted.
+
+    Returns:
+        ``(values, kernels)``: the layer's output for ``x`` (no batch axis) and the kernels,
+        shape ``(*values.shape, C, H, W)``; kernel ``[u]`` is ``∂ values[u] / ∂ x``.
+    """
+    prefix = _prefix(model, layer)
+    image = as_float_tensor(x, "x").detach()
+
+    def forward(inp: torch.Tensor) -> torch.Tensor:
+        return prefix(inp[None])[0]
+
+    with torch.no_grad():
+        values = forward(image)
+    kernels = torch.func.jacrev(forward)(image)
+    return values, kernels
+
+
+def kernel_extent(kernels: ArrayLike) -> torch.Tensor:
+    """Side of the bounding box of each kernel's non-zeros (0 for an all-zero kernel).
+
+    Args:
+        kernels: ``(..., C, H, W)``.
+
+    Returns:
+        ``(...)``: ``max(rows spanned, columns spanned)`` per kernel.
+    """
+    k = as_float_tensor(kernels, "kernels")
+    support = (k != 0).any(dim=-3)  # (..., H, W)
+    spans = []
+    for axis in (-1, -2):  # rows, then columns
+        hit = support.any(dim=axis)  # (..., n)
+        n = hit.shape[-1]
+        index = torch.arange(n, device=hit.device)
+        first = torch.where(hit, index, n).min(dim=-1).values
+        last = torch.where(hit, index, -1).max(dim=-1).values
+        spans.append((last - first + 1).clamp_min(0))
+    return torch.maximum(*spans)

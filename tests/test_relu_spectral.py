@@ -107,3 +107,18 @@ def test_rank_of_a_composed_kernel_is_at_most_the_shared_channels(p, k1, k2, see
     rank = int((spectrum > 1e-10 * spectrum[0]).sum())
     assert rank <= p
     assert rank == min(p, k1 * k1, k2 * k2)  # random weights reach the bound
+
+
+def test_layer_kernels_match_single_unit_kernels_and_extents():
+    from kronlib.relu import kernel_extent, layer_kernels
+
+    model = LeNet5()
+    x = torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(1))
+    values, kernels = layer_kernels(model, x, "conv2")
+    assert values.shape == (16, 10, 10) and kernels.shape == (16, 10, 10, 1, 32, 32)
+    torch.testing.assert_close(kernels[3, 4, 5], neuron_kernel(model, x, "conv2", (3, 4, 5)))
+    extents = kernel_extent(kernels)
+    assert extents.shape == (16, 10, 10) and int(extents.max()) <= 14
+    _, first = layer_kernels(model, x, "conv1")
+    assert bool((kernel_extent(first) == 5).all())
+    assert kernel_extent(torch.zeros(2, 1, 4, 4)).tolist() == [0, 0]
