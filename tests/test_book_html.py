@@ -71,7 +71,7 @@ def open_page(browser):
 def test_page_loads_without_errors_and_renders_math(open_page, path):
     page, problems = open_page(path)
     if page.locator("div.math, span.math").count():
-        page.wait_for_selector("mjx-container", timeout=15000)
+        page.wait_for_selector("mjx-container", state="attached", timeout=15000)
     assert not problems, "\n".join(problems)
 
 
