@@ -59,7 +59,7 @@ book: develop
 	@echo ">> open _build/html/index.html"
 
 lint: develop
-	$(BIN)/ruff check kronlib tests
+	$(BIN)/ruff check kronlib tests benchmarks
 
 test: lint
 	$(BIN)/python -m pytest tests book --nbval-lax --nbval-current-env -p no:cacheprovider
