@@ -20,7 +20,15 @@ from PIL import Image
 
 from kronlib._validate import pair_of_positive_ints
 
-__all__ = ["SAMPLE_IMAGES", "Digits", "describe_image", "image_path", "load_image", "mnist"]
+__all__ = [
+    "SAMPLE_IMAGES",
+    "Digits",
+    "describe_image",
+    "image_path",
+    "imagenet_input",
+    "load_image",
+    "mnist",
+]
 
 
 @dataclass(frozen=True)
@@ -217,3 +225,14 @@ def mnist(
     if verbose:
         print(f"MNIST {split}: {len(digits):,} digits, {size}×{size}; source: {source}")
     return digits
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_input(source: str | Path, size: int = 224) -> torch.Tensor:
+    """A photo prepared for ImageNet models: cropped, resized, normalised; ``(3, size, size)``."""
+    image = load_image(source, size=(size, size))
+    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    return ((image - mean) / std).permute(2, 0, 1).contiguous()

@@ -9,7 +9,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-__all__ = ["LeNet5", "TinyConvNet", "count_parameters"]
+__all__ = ["LeNet5", "TinyConvNet", "alexnet", "count_parameters"]
 
 
 def LeNet5() -> nn.Sequential:  # noqa: N802 (a constructor, named like the class it stands for)
@@ -65,3 +65,43 @@ def TinyConvNet() -> nn.Sequential:  # noqa: N802
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def alexnet(weights: str | None = None, *, seed: int = 0, verbose: bool = True):
+    """The AlexNet of torchvision, with pretrained ImageNet weights when they can be had.
+
+    Tries, in order: the ``.pth`` file at ``weights`` or at ``$KRONBOOK_ALEXNET_WEIGHTS``; the
+    torchvision weights ``IMAGENET1K_V1`` (from the torch hub cache, or downloaded). Offline and
+    without them it returns a randomly initialised AlexNet (seeded), for which every exactness
+    check still holds but pictures mean nothing.
+
+    Returns:
+        ``(model, source, pretrained)``: the model in eval mode, a sentence saying where its
+        weights came from, and whether they are the trained ImageNet weights.
+    """
+    import os
+
+    import torch
+    from torchvision.models import AlexNet_Weights
+    from torchvision.models import alexnet as build
+
+    path = weights or os.environ.get("KRONBOOK_ALEXNET_WEIGHTS")
+    model, source, pretrained = None, "", False
+    if path:
+        model = build()
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        source, pretrained = f"ImageNet weights from {path}", True
+    else:
+        try:
+            model = build(weights=AlexNet_Weights.IMAGENET1K_V1)
+            source, pretrained = "torchvision's ImageNet weights (IMAGENET1K_V1)", True
+        except Exception as error:  # no network and nothing cached
+            torch.manual_seed(seed)
+            model = build()
+            source = (
+                f"random weights (seed {seed}): the pretrained weights could not be loaded "
+                f"({type(error).__name__}); set KRONBOOK_ALEXNET_WEIGHTS to a .pth file to use them"
+            )
+    if verbose:
+        print(f"AlexNet: {source}")
+    return model.eval(), source, pretrained

@@ -391,6 +391,14 @@ class EffectiveKernels:
     activations: torch.Tensor | None
     kernels: torch.Tensor
 
+    def active_channels(self) -> int:
+        """How many channels (of all in the layer) have a positive activation somewhere."""
+        if self.activations is None:
+            raise ValueError("activations are only known for a given x")
+        peak = self.activations if self.activations.ndim == 1 else self.activations.flatten(1)
+        peak = peak if peak.ndim == 1 else peak.amax(dim=1)
+        return int((peak > 0).sum())
+
 
 def effective_kernels(
     model: nn.Module,

@@ -36,3 +36,12 @@ def test_unknown_source_says_what_is_allowed():
         load_image("no-such-photo")
     with pytest.raises(ValueError, match="size must hold two positive ints"):
         load_image("china", size=(0, 3))
+
+
+def test_imagenet_input_is_normalised_channels_first():
+    from kronlib.data import IMAGENET_MEAN, imagenet_input
+
+    x = imagenet_input("flower", size=64)
+    assert x.shape == (3, 64, 64)
+    raw = load_image("flower", size=(64, 64))
+    assert torch.allclose(x[0] * 0.229 + IMAGENET_MEAN[0], raw[..., 0], atol=1e-6)

@@ -150,8 +150,12 @@ def test_effective_kernels():
         assert torch.equal(result.kernels[c, 0, y : y + 3, x_ : x_ + 3], model[0].weight[c, 0])
     head = effective_kernels(model, x, "3")
     torch.testing.assert_close(head.kernels, virtual_matrix(model, x))
+    assert result.active_channels() == int((result.activations.flatten(1).amax(1) > 0).sum())
+    assert head.active_channels() == int((head.activations > 0).sum())
     blind = effective_kernels(model, input_shape=(1, 6, 6), layer="0", max_channels=2)
     assert blind.activations is None and blind.positions.tolist() == [[2, 2], [2, 2]]
+    with pytest.raises(ValueError, match="only known for a given x"):
+        blind.active_channels()
 
 
 def test_refusals_name_the_layer_and_the_reason():

@@ -23,9 +23,11 @@ from kronlib.viz.spectral import (
     layer_spectrum_figure,
     spectra_figure,
 )
+from kronlib.viz.virtual import channel_mosaic, layer_view_figure
 
 __all__ = [
     "NotebookFigure",
+    "channel_mosaic",
     "composed_kernel_figure",
     "depth_width_figure",
     "error_curve_figure",
@@ -33,6 +35,7 @@ __all__ = [
     "filters_figure",
     "image_grid",
     "layer_spectrum_figure",
+    "layer_view_figure",
     "matrix_pattern_figure",
     "modes_figure",
     "pipeline_figure",
