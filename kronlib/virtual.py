@@ -232,12 +232,29 @@ def _as_sequential(layers) -> nn.Sequential:
     return nn.Sequential(*[nn.Identity() if isinstance(m, nn.Dropout) else m for _, m in layers])
 
 
-def _reverse(net: nn.Module, point: torch.Tensor, outputs: torch.Tensor | None) -> torch.Tensor:
-    def f(inp: torch.Tensor) -> torch.Tensor:
-        out = net(inp[None])[0].flatten()
-        return out if outputs is None else out[outputs]
+def _linearise_at(net: nn.Module, point: torch.Tensor):
+    """One forward pass: the output at ``point`` and a function giving rows of ``J``.
 
-    return torch.func.jacrev(f)(point)  # (n_out, *in_shape)
+    Returns ``(output, rows)``; ``rows(index)`` gives ``(len(index), *point.shape)`` for flat
+    output indices (all of them for None), one backward pass per row, batched.
+    """
+    shape: list[int] = []
+
+    def flat(inp: torch.Tensor) -> torch.Tensor:
+        result = net(inp[None])[0]
+        shape[:] = result.shape
+        return result.flatten()
+
+    out, pullback = torch.func.vjp(flat, point)
+
+    def rows(index: torch.Tensor | None) -> torch.Tensor:
+        n_out = out.shape[0]
+        picks = torch.arange(n_out, device=out.device) if index is None else index
+        cotangents = torch.zeros(len(picks), n_out, dtype=out.dtype, device=out.device)
+        cotangents[torch.arange(len(picks)), picks] = 1
+        return torch.vmap(pullback)(cotangents)[0]
+
+    return out.detach().reshape(shape), rows
 
 
 # -- public API ----------------------------------------------------------------------------------
@@ -339,16 +356,14 @@ def virtual_matrix(
     if point is not None:
         point = point.to(device=device, dtype=dtype)
     exact = point is not None
-    with torch.no_grad():
-        probe = torch.zeros(1, *in_shape, dtype=dtype, device=device)
-        net = _as_sequential(layers) if exact else _linearised(layers)
-        try:
-            out_shape = tuple(net(probe).shape[1:])
-        except RuntimeError as error:
-            raise ValueError(
-                f"an input of shape {in_shape} does not fit the model: {error}"
-            ) from None
-    n_out, n_in = math.prod(out_shape), math.prod(in_shape)
+    net = _as_sequential(layers) if exact else _linearised(layers)
+    anchor = point if exact else torch.zeros(in_shape, dtype=dtype, device=device)
+    try:
+        response, rows = _linearise_at(net, anchor)
+    except RuntimeError as error:
+        raise ValueError(f"an input of shape {in_shape} does not fit the model: {error}") from None
+    out_shape, response = tuple(response.shape), response.flatten()
+    n_out, n_in = response.numel(), math.prod(in_shape)
     index = _output_index(outputs, n_out, device)
     n_selected = n_out if index is None else index.numel()
     if method == "auto":
@@ -362,12 +377,9 @@ def virtual_matrix(
         if index is not None:
             J, offset = J[index], offset[index]
     else:
-        anchor = point if exact else torch.zeros(in_shape, dtype=dtype, device=device)
-        J = _reverse(net, anchor, index).reshape(n_selected, n_in)
-        with torch.no_grad():
-            response = net(anchor[None])[0].flatten()
-        response = response if index is None else response[index]
-        offset = response - J @ anchor.flatten()
+        J = rows(index).reshape(n_selected, n_in)
+        picked = response if index is None else response[index]
+        offset = picked - J @ anchor.flatten()
     lead = out_shape if index is None else (n_selected,)
     J = J.reshape(*lead, *in_shape)
     offset = offset.reshape(lead)
@@ -441,8 +453,7 @@ def effective_kernels(
     exact = point is not None
     net = _as_sequential(prefix) if exact else _linearised(prefix)
     anchor = point.to(device, dtype) if exact else torch.zeros(in_shape, dtype=dtype, device=device)
-    with torch.no_grad():
-        activation = net(anchor[None])[0]
+    activation, rows = _linearise_at(net, anchor)
     channels = (
         activation.shape[0] if max_channels is None else min(max_channels, activation.shape[0])
     )
@@ -466,5 +477,5 @@ def effective_kernels(
             )
         positions = torch.stack(torch.unravel_index(where.cpu(), activation.shape[1:]), dim=1)
         flat = torch.arange(channels, device=device) * spatial.shape[1] + where.to(device)
-    kernels = _reverse(net, anchor, flat).reshape(channels, *in_shape)
+    kernels = rows(flat).reshape(channels, *in_shape)
     return EffectiveKernels(layer, positions, activation if exact else None, kernels)
