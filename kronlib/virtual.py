@@ -5,7 +5,9 @@ as torchvision's AlexNet) kronlib computes ``J`` of shape ``(*out_shape, *in_sha
 
 * **forward** — the Kronecker way: the effective kernels of every unit are composed layer by
   layer (a convolution of the previous kernels, masks applied, pools selected), with the input
-  pixels as a batch axis. Cost grows with the number of input pixels.
+  pixels as a batch axis. For a chain of convolutions each row is chapter 2's composed kernel
+  (``kronlib.conv.compose``) placed at its output position. Cost grows with the number of input
+  pixels.
 * **reverse** — autograd (``torch.func.jacrev``) on the chain: one backward pass per selected
   output. Cost grows with the number of outputs.
 

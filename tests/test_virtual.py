@@ -193,3 +193,20 @@ def test_refusals_name_the_layer_and_the_reason():
         virtual_matrix(net, x, method="sideways")
     with pytest.raises(ValueError, match="layer must be one of"):
         effective_kernels(net, x, "conv9")
+
+
+def test_forward_composition_rows_are_compose_kernels_placed_at_each_output():
+    # for a plain conv chain, the row of output unit (o, y, x) is chapter 2's composed kernel
+    # (conv_transpose2d of the two kernels) placed at (y, x) times the total stride
+    from kronlib.conv import compose
+
+    torch.manual_seed(5)
+    conv1, conv2 = nn.Conv2d(2, 3, 3, stride=2, bias=False), nn.Conv2d(3, 2, 2, bias=False)
+    model = nn.Sequential(conv1, conv2).double()
+    J = virtual_matrix(model, input_shape=(2, 11, 11), method="forward")
+    kernel, (stride, _), _ = compose(conv1.weight.double(), conv2.weight.double(), stride1=2)
+    size = kernel.shape[-1]
+    for o, y, x in [(0, 0, 0), (1, 2, 3), (0, 3, 1)]:
+        placed = torch.zeros(2, 11, 11, dtype=torch.float64)
+        placed[:, y * stride : y * stride + size, x * stride : x * stride + size] = kernel[o]
+        torch.testing.assert_close(J[o, y, x], placed)
