@@ -7,36 +7,61 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
 from torch import nn
 
-__all__ = ["LeNet5", "TinyConvNet", "alexnet", "count_parameters"]
+__all__ = ["LeNet5", "TinyConvNet", "alexnet", "calibrate_batchnorm", "count_parameters"]
 
 
-def LeNet5() -> nn.Sequential:  # noqa: N802 (a constructor, named like the class it stands for)
+def LeNet5(batchnorm: bool = False, activation: str = "relu") -> nn.Sequential:  # noqa: N802
     """LeNet-5 for 32×32 digits: the blog's seven layers plus their ReLUs.
 
     ``conv1`` 5×5 → 6, ReLU, ``pool1`` 2×2 max, ``conv2`` 5×5 → 16, ReLU, ``pool2`` 2×2 max,
     flatten (400), ``fc1`` → 120, ReLU, ``fc2`` → 84, ReLU, ``fc3`` → 10.
     Input ``(N, 1, 32, 32)``, output ``(N, 10)`` logits. 61,706 parameters.
+
+    Args:
+        batchnorm: insert ``bn1``/``bn2`` (BatchNorm2d) after each convolution.
+        activation: ``"relu"`` or ``"leaky"`` (LeakyReLU with slope 0.1).
     """
+    if activation not in ("relu", "leaky"):
+        raise ValueError(f"activation must be 'relu' or 'leaky', got {activation!r}")
+
+    def act() -> nn.Module:
+        return nn.ReLU() if activation == "relu" else nn.LeakyReLU(0.1)
+
+    def conv_block(index: int, c_in: int, c_out: int) -> list[tuple[str, nn.Module]]:
+        block = [(f"conv{index}", nn.Conv2d(c_in, c_out, 5))]
+        if batchnorm:
+            block.append((f"bn{index}", nn.BatchNorm2d(c_out)))
+        return [*block, (f"relu{index}", act()), (f"pool{index}", nn.MaxPool2d(2))]
+
     return nn.Sequential(
         OrderedDict(
             [
-                ("conv1", nn.Conv2d(1, 6, 5)),
-                ("relu1", nn.ReLU()),
-                ("pool1", nn.MaxPool2d(2)),
-                ("conv2", nn.Conv2d(6, 16, 5)),
-                ("relu2", nn.ReLU()),
-                ("pool2", nn.MaxPool2d(2)),
+                *conv_block(1, 1, 6),
+                *conv_block(2, 6, 16),
                 ("flatten", nn.Flatten()),
                 ("fc1", nn.Linear(16 * 5 * 5, 120)),
-                ("relu3", nn.ReLU()),
+                ("relu3", act()),
                 ("fc2", nn.Linear(120, 84)),
-                ("relu4", nn.ReLU()),
+                ("relu4", act()),
                 ("fc3", nn.Linear(84, 10)),
             ]
         )
     )
+
+
+def calibrate_batchnorm(model: nn.Module, images: torch.Tensor) -> nn.Module:
+    """Set every BatchNorm's running statistics from ``images`` ``(N, C, H, W)``; eval mode."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # a plain average over the batches seen
+    model.train()
+    with torch.no_grad():
+        model(images)
+    return model.eval()
 
 
 def TinyConvNet() -> nn.Sequential:  # noqa: N802
@@ -81,7 +106,6 @@ def alexnet(weights: str | None = None, *, seed: int = 0, verbose: bool = True):
     """
     import os
 
-    import torch
     from torchvision.models import AlexNet_Weights
     from torchvision.models import alexnet as build
 

@@ -149,7 +149,7 @@ def _maxpool_as_avgpool(layer: nn.MaxPool2d) -> nn.AvgPool2d:
     return nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode)
 
 
-def _step(layer: nn.Module, state: _State, exact: bool) -> _State:
+def _step(layer: nn.Module, state: _State, exact: bool, maxpool: str = "select") -> _State:
     J, offset, value = state.kernels, state.offset, state.value
     if isinstance(layer, nn.Conv2d):
         kwargs = {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation}
@@ -166,7 +166,7 @@ def _step(layer: nn.Module, state: _State, exact: bool) -> _State:
             gate = torch.where(value > 0, 1.0, slope).to(J.dtype)
             J, offset = J * gate, offset * gate
     elif isinstance(layer, nn.MaxPool2d):
-        if exact:
+        if exact and maxpool == "select":
             _, index = F.max_pool2d(
                 value,
                 layer.kernel_size,
@@ -199,7 +199,9 @@ def _step(layer: nn.Module, state: _State, exact: bool) -> _State:
     return _State(J, offset, value)
 
 
-def _forward(layers, x: torch.Tensor | None, in_shape, dtype, device, exact: bool) -> _State:
+def _forward(
+    layers, x: torch.Tensor | None, in_shape, dtype, device, exact: bool, maxpool: str = "select"
+) -> _State:
     n = math.prod(in_shape)
     basis = torch.eye(n, dtype=dtype, device=device).reshape(n, *in_shape)
     state = _State(
@@ -207,7 +209,7 @@ def _forward(layers, x: torch.Tensor | None, in_shape, dtype, device, exact: boo
     )
     for position, (name, layer) in enumerate(layers):
         try:
-            state = _step(layer, state, exact)
+            state = _step(layer, state, exact, maxpool)
         except RuntimeError as error:
             raise ValueError(
                 f"an input of shape {tuple(in_shape)} does not fit layer {position} ({name}: "
@@ -317,6 +319,7 @@ def virtual_matrix(
     outputs: int | Sequence[int] | None = None,
     bias: bool = False,
     method: str = "auto",
+    maxpool: str = "select",
 ):
     """The virtual matrix ``J`` of a plain CNN, data-independent or exact at ``x``.
 
@@ -329,6 +332,8 @@ def virtual_matrix(
         bias: also return the offset, so that ``model(x) == J·x + offset``.
         method: ``"forward"`` (Kronecker composition), ``"reverse"`` (autograd) or ``"auto"``
             (forward when there are fewer input pixels than selected outputs).
+        maxpool: with ``x``, ``"select"`` (exact: the entry each max-pool picked) or
+            ``"average"`` (the blog's approximation, kept for comparison; forward method only).
 
     Returns:
         ``J`` of shape ``(*out_shape, *in_shape)``, or ``(len(outputs), *in_shape)`` with
@@ -348,6 +353,15 @@ def virtual_matrix(
     _first_layer_check(layers, in_shape)
     if method not in ("auto", "forward", "reverse"):
         raise ValueError(f"method must be 'auto', 'forward' or 'reverse', got {method!r}")
+    if maxpool not in ("select", "average"):
+        raise ValueError(f"maxpool must be 'select' or 'average', got {maxpool!r}")
+    if maxpool == "average" and point is not None:
+        if method == "reverse":
+            raise ValueError(
+                "maxpool='average' with x is an approximation that autograd cannot compute; "
+                "use method='forward' (or 'auto')"
+            )
+        method = "forward"
     parameter = next(model.parameters(), None)
     dtype = (
         point.dtype
@@ -373,7 +387,7 @@ def virtual_matrix(
 
     if method == "forward":
         with torch.no_grad():
-            state = _forward(layers, point, in_shape, dtype, device, exact)
+            state = _forward(layers, point, in_shape, dtype, device, exact, maxpool)
         J = state.kernels.reshape(n_in, n_out).T
         offset = state.offset.reshape(n_out)
         if index is not None:

@@ -146,3 +146,20 @@ def test_zoo_rejects_unknown_names():
     assert set(BOOK_MODELS) == {"lenet5", "tinyconvnet"}
     with pytest.raises(ValueError, match=r"name must be one of \['lenet5', 'tinyconvnet'\]"):
         trained("alexnet")
+
+
+def test_lenet_variants_and_batchnorm_calibration():
+    from kronlib.models import calibrate_batchnorm
+
+    bn = LeNet5(batchnorm=True)
+    names = [name for name, _ in bn.named_children()]
+    assert names[:4] == ["conv1", "bn1", "relu1", "pool1"]
+    images = torch.rand(64, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    calibrate_batchnorm(bn, images)
+    assert not bn.training
+    mean = bn.conv1(images).mean(dim=(0, 2, 3)).detach()
+    torch.testing.assert_close(bn.bn1.running_mean, mean, rtol=1e-4, atol=1e-5)
+    leaky = LeNet5(activation="leaky")
+    assert isinstance(leaky.relu1, torch.nn.LeakyReLU)
+    with pytest.raises(ValueError, match="activation must be 'relu' or 'leaky'"):
+        LeNet5(activation="gelu")

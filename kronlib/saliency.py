@@ -1,0 +1,167 @@
+"""Gradient saliency and the Kronecker composition: three computations of one object.
+
+For a ReLU network and a fixed input, a unit's value is ``J·x + b`` for its virtual-matrix row
+``J`` (the composed, masked kernels) and an offset ``b`` carried by the biases. Gradient saliency
+computes the same ``J`` backwards. This module lines the three up: the forward composition
+(:func:`kronlib.virtual.virtual_matrix`), autograd saliency, and the network's own forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from kronlib._validate import ArrayLike, as_conv_weight, as_float_tensor
+from kronlib.virtual import chain, virtual_matrix
+
+__all__ = [
+    "LayerCheck",
+    "active_channels_by_layer",
+    "index_formula_row",
+    "saliency",
+    "verify_layers",
+]
+
+
+def saliency(model: nn.Module, x: ArrayLike, output: int) -> torch.Tensor:
+    """Gradient saliency: ``∂ model(x)[output] / ∂ x`` by one backward pass (no absolute value).
+
+    Args:
+        model: any differentiable model taking a batch.
+        x: one input (no batch axis).
+        output: flat index of the output.
+
+    Returns:
+        A tensor shaped like ``x``.
+    """
+    point = as_float_tensor(x, "x").detach().clone().requires_grad_(True)
+    value = model(point[None])[0].flatten()[output]
+    (grad,) = torch.autograd.grad(value, point)
+    return grad
+
+
+@dataclass(frozen=True)
+class LayerCheck:
+    """One row of the verification table: a unit, and how far the three computations differ."""
+
+    layer: str
+    unit: tuple[int, ...]
+    kronecker_vs_saliency: float
+    kronecker_vs_forward: float
+    saliency_vs_forward: float
+
+
+def _centre(shape: Sequence[int]) -> tuple[int, ...]:
+    return tuple(s // 2 for s in shape) if len(shape) == 1 else (0, *(s // 2 for s in shape[1:]))
+
+
+def verify_layers(
+    model: nn.Module, x: ArrayLike, layers: Sequence[str], channel: int = 0
+) -> list[LayerCheck]:
+    """Compare composition, saliency and the forward pass at the centre unit of each layer.
+
+    For each named layer of :func:`kronlib.virtual.chain`, the unit is channel ``channel`` at the
+    centre position (for a linear layer, the middle unit). Kronecker: the unit's row of the
+    data-dependent virtual matrix, built forward, and its offset. Saliency: autograd's gradient of
+    the unit. Forward: the unit's value in the network's own forward pass, against ``J·x + b``.
+
+    Returns:
+        One :class:`LayerCheck` per layer: the max absolute differences.
+    """
+    point = as_float_tensor(x, "x").detach()
+    names = [name for name, _ in chain(model)]
+    steps = [layer for _, layer in chain(model)]
+    rows = []
+    for layer in layers:
+        if layer not in names:
+            raise ValueError(f"layers must name layers of the model, one of {names}; got {layer!r}")
+        prefix = nn.Sequential(*steps[: names.index(layer) + 1])
+        with torch.no_grad():
+            value = prefix(point[None])[0]
+        unit = _centre(value.shape)
+        if value.ndim > 1:
+            unit = (channel, *unit[1:])
+        flat = 0
+        for size, index in zip(value.shape, unit, strict=True):
+            flat = flat * size + index
+        J, offset = virtual_matrix(prefix, point, outputs=flat, bias=True, method="forward")
+        grad = saliency(prefix, point, flat)
+        actual = value.flatten()[flat]
+        rows.append(
+            LayerCheck(
+                layer,
+                unit,
+                float((J[0] - grad).abs().max()),
+                float(((J[0] * point).sum() + offset[0] - actual).abs()),
+                float(((grad * point).sum() + offset[0] - actual).abs()),
+            )
+        )
+    return rows
+
+
+def index_formula_row(
+    w1: ArrayLike,
+    w2: ArrayLike,
+    position: tuple[int, int, int],
+    input_shape: tuple[int, int, int],
+    stride1: int = 1,
+    stride2: int = 1,
+    mask: ArrayLike | None = None,
+) -> torch.Tensor:
+    """One row of the two-layer virtual matrix, written out from the index formula.
+
+    ``J[o, c, r, s] = Σ_m Σ_{p,q} K2[o,m,p,q] · M[m, i·s2+p, j·s2+q] ·
+    K1[m, c, r − (i·s2+p)·s1, s − (j·s2+q)·s1]`` for output ``(o, i, j)``, with the mask ``M``
+    (all ones when ``mask`` is None) and ``K1`` taken as zero outside its support. Plain loops,
+    independent of any convolution routine: a referee for the faster computations.
+
+    Args:
+        w1: ``(C1, C0, k1, k1)``, the first layer.
+        w2: ``(C2, C1, k2, k2)``, the second layer.
+        position: ``(o, i, j)``, the output unit.
+        input_shape: ``(C0, H, W)``.
+        stride1: the first layer's stride.
+        stride2: the second layer's stride.
+        mask: ``(C1, H1, W1)`` on/off pattern of the intermediate units, or None.
+
+    Returns:
+        ``(C0, H, W)``.
+    """
+    K1, K2 = as_conv_weight(w1, "w1"), as_conv_weight(w2, "w2")
+    o, i, j = position
+    row = torch.zeros(input_shape, dtype=torch.promote_types(K1.dtype, K2.dtype))
+    _, k1h, k1w = K1.shape[1:]
+    for m in range(K2.shape[1]):
+        for p in range(K2.shape[2]):
+            for q in range(K2.shape[3]):
+                u, v = i * stride2 + p, j * stride2 + q  # intermediate unit read
+                gate = 1.0 if mask is None else float(mask[m, u, v])
+                if gate == 0.0:
+                    continue
+                top, left = u * stride1, v * stride1  # where its window starts in the input
+                row[:, top : top + k1h, left : left + k1w] += gate * K2[o, m, p, q] * K1[m]
+    return row
+
+
+def active_channels_by_layer(model: nn.Module, x: ArrayLike, layers: Sequence[str]) -> list[int]:
+    """For each named layer, how many channels have a positive activation somewhere for ``x``."""
+    point = as_float_tensor(x, "x").detach()
+    names = [name for name, _ in chain(model)]
+    steps = [layer for _, layer in chain(model)]
+    counts = []
+    with torch.no_grad():
+        out = point[None]
+        for name, step in zip(names, steps, strict=True):
+            out = step(out)
+            if name in layers:
+                peak = out[0] if out.ndim == 2 else out[0].flatten(1).amax(dim=1)
+                counts.append(int((peak > 0).sum()))
+    missing = set(layers) - set(names)
+    if missing:
+        raise ValueError(
+            f"layers must name layers of the model, one of {names}; got {sorted(missing)}"
+        )
+    return counts
