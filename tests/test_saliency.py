@@ -36,7 +36,8 @@ def test_captum_saliency_agrees(lenet_and_digit):
     captum = pytest.importorskip("captum.attr")
     model, x = lenet_and_digit
     ours = virtual_matrix(model, x, outputs=[0, 7])
-    theirs = captum.Saliency(model).attribute(x[None].repeat(2, 1, 1, 1), target=[0, 7], abs=False)
+    batch = x[None].repeat(2, 1, 1, 1).requires_grad_(True)
+    theirs = captum.Saliency(model).attribute(batch, target=[0, 7], abs=False)
     torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-6)
 
 
