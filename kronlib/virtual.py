@@ -296,6 +296,15 @@ def _first_layer_check(layers, shape: tuple[int, ...]) -> None:
             return
 
 
+def _placement(model: nn.Module, point: torch.Tensor | None) -> tuple[torch.dtype, torch.device]:
+    """The dtype to compute in (the input's, else the model's) and the model's device."""
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    if point is not None:
+        return point.dtype, device
+    return (parameter.dtype if parameter is not None else torch.float32), device
+
+
 def _output_index(outputs, n_out: int, device) -> torch.Tensor | None:
     if outputs is None:
         return None
@@ -362,13 +371,7 @@ def virtual_matrix(
                 "use method='forward' (or 'auto')"
             )
         method = "forward"
-    parameter = next(model.parameters(), None)
-    dtype = (
-        point.dtype
-        if point is not None
-        else (parameter.dtype if parameter is not None else torch.float32)
-    )
-    device = parameter.device if parameter is not None else torch.device("cpu")
+    dtype, device = _placement(model, point)
     if point is not None:
         point = point.to(device=device, dtype=dtype)
     exact = point is not None
@@ -459,13 +462,7 @@ def effective_kernels(
     point, in_shape = _check_input(x, input_shape)
     _first_layer_check(layers, in_shape)
     prefix = layers[: names.index(layer) + 1]
-    parameter = next(model.parameters(), None)
-    dtype = (
-        point.dtype
-        if point is not None
-        else (parameter.dtype if parameter is not None else torch.float32)
-    )
-    device = parameter.device if parameter is not None else torch.device("cpu")
+    dtype, device = _placement(model, point)
     exact = point is not None
     net = _as_sequential(prefix) if exact else _linearised(prefix)
     anchor = point.to(device, dtype) if exact else torch.zeros(in_shape, dtype=dtype, device=device)
