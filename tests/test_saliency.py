@@ -95,3 +95,26 @@ def test_maxpool_average_approximation_differs_from_the_exact_selection(lenet_an
         virtual_matrix(model, x, maxpool="average", method="reverse")
     with pytest.raises(ValueError, match="maxpool must be 'select' or 'average'"):
         virtual_matrix(model, x, maxpool="median")
+
+
+def test_residual_block_is_identity_plus_the_composed_path():
+    from kronlib.virtual import UnsupportedLayerError
+
+    torch.manual_seed(3)
+    body = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 1, 3, padding=1))
+
+    class Residual(nn.Module):
+        def forward(self, inp):
+            return inp + body(inp)
+
+    block = Residual()
+    x = torch.randn(1, 7, 7)
+    with pytest.raises(UnsupportedLayerError, match="plain chain"):
+        virtual_matrix(nn.Sequential(block), x)
+    path, offset = virtual_matrix(body, x, bias=True)
+    J = torch.eye(49).reshape(1, 7, 7, 1, 7, 7) + path
+    reference = torch.func.jacrev(lambda inp: block(inp[None])[0])(x)
+    torch.testing.assert_close(J, reference, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        (J * x).flatten(3).sum(-1) + offset, block(x[None])[0], rtol=1e-5, atol=1e-5
+    )
