@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kronlib._backward import pull_back, record
 from kronlib._validate import ArrayLike, as_float_tensor
 
 __all__ = [
@@ -236,29 +237,23 @@ def _as_sequential(layers) -> nn.Sequential:
     return nn.Sequential(*[nn.Identity() if isinstance(m, nn.Dropout) else m for _, m in layers])
 
 
-def _linearise_at(net: nn.Module, point: torch.Tensor):
+def _linearise_at(net: nn.Sequential, point: torch.Tensor):
     """One forward pass: the output at ``point`` and a function giving rows of ``J``.
 
     Returns ``(output, rows)``; ``rows(index)`` gives ``(len(index), *point.shape)`` for flat
-    output indices (all of them for None), one backward pass per row, batched.
+    output indices (all of them for None), pulled back through the transposed layers in one
+    batch (:mod:`kronlib._backward`).
     """
-    shape: list[int] = []
-
-    def flat(inp: torch.Tensor) -> torch.Tensor:
-        result = net(inp[None])[0]
-        shape[:] = result.shape
-        return result.flatten()
-
-    out, pullback = torch.func.vjp(flat, point)
+    out, pulls = record(list(net), point)
 
     def rows(index: torch.Tensor | None) -> torch.Tensor:
-        n_out = out.shape[0]
+        n_out = out.numel()
         picks = torch.arange(n_out, device=out.device) if index is None else index
         cotangents = torch.zeros(len(picks), n_out, dtype=out.dtype, device=out.device)
         cotangents[torch.arange(len(picks)), picks] = 1
-        return torch.vmap(pullback)(cotangents)[0]
+        return pull_back(pulls, cotangents.reshape(len(picks), *out.shape))
 
-    return out.detach().reshape(shape), rows
+    return out, rows
 
 
 # -- public API ----------------------------------------------------------------------------------
