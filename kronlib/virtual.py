@@ -8,8 +8,10 @@ as torchvision's AlexNet) kronlib computes ``J`` of shape ``(*out_shape, *in_sha
   pixels as a batch axis. For a chain of convolutions each row is chapter 2's composed kernel
   (``kronlib.conv.compose``) placed at its output position. Cost grows with the number of input
   pixels.
-* **reverse** — autograd (``torch.func.jacrev``) on the chain: one backward pass per selected
-  output. Cost grows with the number of outputs.
+* **reverse** — the same composition from the output end: one forward pass records the masks
+  and pool picks, then the selected rows go back through the transposed layers in one batch
+  (:mod:`kronlib._backward`; the arithmetic of autograd without its bookkeeping). Cost grows
+  with the number of rows.
 
 ``method="auto"`` picks the cheaper. With ``x=None`` the matrix is data-independent (ReLU as the
 identity, MaxPool as AvgPool, as the blog approximates); with ``x`` given it is exact for that
@@ -334,7 +336,8 @@ def virtual_matrix(
         input_shape: the input shape when ``x`` is None.
         outputs: flat indices of the outputs to keep (e.g. the top-5 classes); ``None`` keeps all.
         bias: also return the offset, so that ``model(x) == J·x + offset``.
-        method: ``"forward"`` (Kronecker composition), ``"reverse"`` (autograd) or ``"auto"``
+        method: ``"forward"`` (composition from the input), ``"reverse"`` (from the output) or
+            ``"auto"``
             (forward when there are fewer input pixels than selected outputs).
         maxpool: with ``x``, ``"select"`` (exact: the entry each max-pool picked) or
             ``"average"`` (the blog's approximation, kept for comparison; forward method only).
@@ -362,7 +365,7 @@ def virtual_matrix(
     if maxpool == "average" and point is not None:
         if method == "reverse":
             raise ValueError(
-                "maxpool='average' with x is an approximation that autograd cannot compute; "
+                "maxpool='average' with x is an approximation the reverse method cannot compute; "
                 "use method='forward' (or 'auto')"
             )
         method = "forward"
