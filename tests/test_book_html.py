@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 CHROMIUM = os.environ.get("KRONBOOK_CHROMIUM") or shutil.which("chromium")
 CHAPTERS = sorted((HTML / "book").glob("[0-9][0-9]_*.html"))
-PAGES = [HTML / "book" / "intro.html", *CHAPTERS]
+PAGES = [HTML / "book" / name for name in ("intro.html", "api.html", "references.html")]
+PAGES = [page for page in PAGES if page.exists()] + CHAPTERS
 
 pytestmark = [
     pytest.mark.skipif(not CHAPTERS, reason="no built book in _build/html: run `make book` first"),
