@@ -51,8 +51,9 @@ def _conv_pullback(layer: nn.Conv2d, inp: torch.Tensor, out: torch.Tensor) -> Pu
     return pull_strided
 
 
-def _maxpool_pullback(layer: nn.MaxPool2d, inp: torch.Tensor) -> tuple[torch.Tensor, Pullback]:
-    out, index = F.max_pool2d(
+def maxpool_picks(layer: nn.MaxPool2d, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The max-pool's output for ``inp`` ``(N, C, H, W)`` and the flat index each output picked."""
+    return F.max_pool2d(
         inp,
         layer.kernel_size,
         layer.stride,
@@ -61,6 +62,10 @@ def _maxpool_pullback(layer: nn.MaxPool2d, inp: torch.Tensor) -> tuple[torch.Ten
         layer.ceil_mode,
         return_indices=True,
     )
+
+
+def _maxpool_pullback(layer: nn.MaxPool2d, inp: torch.Tensor) -> tuple[torch.Tensor, Pullback]:
+    out, index = maxpool_picks(layer, inp)
     channels, height, width = inp.shape[1:]
 
     def pull(cot: torch.Tensor) -> torch.Tensor:

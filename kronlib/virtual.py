@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kronlib._backward import pull_back, record
+from kronlib._backward import maxpool_picks, pull_back, record
 from kronlib._validate import ArrayLike, as_float_tensor
 
 __all__ = [
@@ -170,15 +170,7 @@ def _step(layer: nn.Module, state: _State, exact: bool, maxpool: str = "select")
             J, offset = J * gate, offset * gate
     elif isinstance(layer, nn.MaxPool2d):
         if exact and maxpool == "select":
-            _, index = F.max_pool2d(
-                value,
-                layer.kernel_size,
-                layer.stride,
-                layer.padding,
-                layer.dilation,
-                layer.ceil_mode,
-                return_indices=True,
-            )
+            _, index = maxpool_picks(layer, value)
 
             def select(t: torch.Tensor) -> torch.Tensor:
                 flat = t.flatten(2)
