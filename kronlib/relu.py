@@ -17,13 +17,13 @@ from torch import nn
 
 from kronlib._validate import ArrayLike, as_conv_weight, as_float_tensor
 from kronlib.conv import _check_chain, _pair
+from kronlib.virtual import prefix, virtual_matrix
 
 __all__ = [
     "apply_carved",
     "carved_kernel",
     "kernel_extent",
     "layer_kernels",
-    "neuron_kernel",
     "receptive_fields",
 ]
 
@@ -121,56 +121,28 @@ def receptive_fields(layers: Iterable[tuple[str, nn.Module]], input_size: int) -
     return out
 
 
-def neuron_kernel(model: nn.Sequential, x: ArrayLike, layer: str, index: tuple[int, ...]):
-    """The effective kernel of one unit for this input: ``∂ unit / ∂ x`` with masks as they fell.
-
-    Args:
-        model: a plain chain whose children are named.
-        x: one input ``(C, H, W)``.
-        layer: name of the child whose output holds the unit.
-        index: the unit's index in that output (without the batch axis).
-
-    Returns:
-        ``(C, H, W)``: the unit's value is this kernel dotted with ``x`` (plus biases), and it is
-        non-zero only inside the unit's receptive field.
-    """
-    prefix = _prefix(model, layer)
-    image = as_float_tensor(x, "x").detach().clone().requires_grad_(True)
-    prefix(image[None])[(0, *index)].backward()
-    return image.grad
-
-
-def _prefix(model: nn.Sequential, layer: str) -> nn.Sequential:
-    names = [name for name, _ in model.named_children()]
-    if layer not in names:
-        raise ValueError(f"layer must name a child of the model, one of {names}; got {layer!r}")
-    return nn.Sequential(*list(model.children())[: names.index(layer) + 1])
-
-
 def layer_kernels(
     model: nn.Sequential, x: ArrayLike, layer: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every unit's effective kernel at one layer, for this input, in one Jacobian.
+    """Every unit's effective kernel at one layer, for this input.
+
+    The kernels are the rows of the data-dependent virtual matrix of the model cut after
+    ``layer`` (:func:`kronlib.virtual.virtual_matrix`): masks and pool picks as they fell.
 
     Args:
-        model: a plain chain whose children are named.
+        model: a plain chain (see :func:`kronlib.virtual.chain`).
         x: one input ``(C, H, W)``.
-        layer: name of the child whose output units are wanted.
+        layer: name of the layer whose output units are wanted.
 
     Returns:
         ``(values, kernels)``: the layer's output for ``x`` (no batch axis) and the kernels,
         shape ``(*values.shape, C, H, W)``; kernel ``[u]`` is ``∂ values[u] / ∂ x``.
     """
-    prefix = _prefix(model, layer)
+    cut = prefix(model, layer)
     image = as_float_tensor(x, "x").detach()
-
-    def forward(inp: torch.Tensor) -> torch.Tensor:
-        return prefix(inp[None])[0]
-
     with torch.no_grad():
-        values = forward(image)
-    kernels = torch.func.jacrev(forward)(image)
-    return values, kernels
+        values = cut(image[None])[0]
+    return values, virtual_matrix(cut, image)
 
 
 def kernel_extent(kernels: ArrayLike) -> torch.Tensor:

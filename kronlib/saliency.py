@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from kronlib._validate import ArrayLike, as_conv_weight, as_float_tensor
-from kronlib.virtual import chain, virtual_matrix
+from kronlib.virtual import chain, prefix, virtual_matrix
 
 __all__ = [
     "LayerCheck",
@@ -72,23 +72,19 @@ def verify_layers(
         One :class:`LayerCheck` per layer: the max absolute differences.
     """
     point = as_float_tensor(x, "x").detach()
-    names = [name for name, _ in chain(model)]
-    steps = [layer for _, layer in chain(model)]
     rows = []
     for layer in layers:
-        if layer not in names:
-            raise ValueError(f"layers must name layers of the model, one of {names}; got {layer!r}")
-        prefix = nn.Sequential(*steps[: names.index(layer) + 1])
+        cut = prefix(model, layer)
         with torch.no_grad():
-            value = prefix(point[None])[0]
+            value = cut(point[None])[0]
         unit = _centre(value.shape)
         if value.ndim > 1:
             unit = (channel, *unit[1:])
         flat = 0
         for size, index in zip(value.shape, unit, strict=True):
             flat = flat * size + index
-        J, offset = virtual_matrix(prefix, point, outputs=flat, bias=True, method="forward")
-        grad = saliency(prefix, point, flat)
+        J, offset = virtual_matrix(cut, point, outputs=flat, bias=True, method="forward")
+        grad = saliency(cut, point, flat)
         actual = value.flatten()[flat]
         rows.append(
             LayerCheck(
@@ -149,12 +145,15 @@ def index_formula_row(
 def active_channels_by_layer(model: nn.Module, x: ArrayLike, layers: Sequence[str]) -> list[int]:
     """For each named layer, how many channels have a positive activation somewhere for ``x``."""
     point = as_float_tensor(x, "x").detach()
-    names = [name for name, _ in chain(model)]
-    steps = [layer for _, layer in chain(model)]
+    steps = chain(model)
+    names = [name for name, _ in steps]
+    missing = set(layers) - set(names)
+    if missing:
+        raise ValueError(f"layers must be among {names}; got {sorted(missing)}")
     counts = []
     with torch.no_grad():
         out = point[None]
-        for name, step in zip(names, steps, strict=True):
+        for name, step in steps:
             out = step(out)
             if name in layers:
                 peak = out[0] if out.ndim == 2 else out[0].flatten(1).amax(dim=1)

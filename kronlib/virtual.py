@@ -37,6 +37,7 @@ __all__ = [
     "UnsupportedLayerError",
     "chain",
     "effective_kernels",
+    "prefix",
     "virtual_matrix",
 ]
 
@@ -119,6 +120,19 @@ def chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
                 f"layer {position} ({name}: {type(layer).__name__}) is not supported: {reason}"
             )
     return layers
+
+
+def prefix(model: nn.Module, layer: str) -> nn.Sequential:
+    """The model cut after ``layer`` (a name from :func:`chain`), as an ``nn.Sequential``.
+
+    Raises:
+        ValueError: if ``layer`` names no layer of the chain (the message lists the names).
+    """
+    layers = chain(model)
+    names = [name for name, _ in layers]
+    if layer not in names:
+        raise ValueError(f"layer must be one of {names}, got {layer!r}")
+    return nn.Sequential(*[module for _, module in layers[: names.index(layer) + 1]])
 
 
 def _expand(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
@@ -445,16 +459,12 @@ def effective_kernels(
     Returns:
         :class:`EffectiveKernels`.
     """
-    layers = chain(model)
-    names = [name for name, _ in layers]
-    if layer not in names:
-        raise ValueError(f"layer must be one of {names}, got {layer!r}")
+    cut = prefix(model, layer)
     point, in_shape = _check_input(x, input_shape)
-    _first_layer_check(layers, in_shape)
-    prefix = layers[: names.index(layer) + 1]
+    _first_layer_check(chain(cut), in_shape)
     dtype, device = _placement(model, point)
     exact = point is not None
-    net = _as_sequential(prefix) if exact else _linearised(prefix)
+    net = _as_sequential(chain(cut)) if exact else _linearised(chain(cut))
     anchor = point.to(device, dtype) if exact else torch.zeros(in_shape, dtype=dtype, device=device)
     activation, rows = _linearise_at(net, anchor)
     channels = (

@@ -8,8 +8,10 @@ from hypothesis import strategies as st
 
 from kronlib.conv import kron_kernel
 from kronlib.models import LeNet5, TinyConvNet
-from kronlib.relu import apply_carved, carved_kernel, neuron_kernel, receptive_fields
+from kronlib.relu import apply_carved, carved_kernel, receptive_fields
+from kronlib.saliency import saliency
 from kronlib.spectral import count_relu_masks, im2col_forward, layer_svd, rearranged_kernel_spectrum
+from kronlib.virtual import prefix
 
 
 def _randn(*shape, seed):
@@ -57,16 +59,19 @@ def test_receptive_fields_of_lenet():
     assert [sizes[n] for n in ("conv1", "pool1", "conv2", "pool2", "fc1")] == [5, 6, 14, 16, 32]
 
 
-def test_neuron_kernel_of_a_first_layer_unit_is_its_filter():
+def test_first_layer_unit_kernel_is_its_filter():
+    from kronlib.relu import layer_kernels
+
     model = LeNet5()
     x = torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(0))
-    kernel = neuron_kernel(model, x, "conv1", (2, 10, 7))
-    assert torch.equal(kernel[0, 10:15, 7:12], model.conv1.weight[2, 0].detach())
+    _, kernels = layer_kernels(model, x, "conv1")
+    kernel = kernels[2, 10, 7]
+    torch.testing.assert_close(kernel[0, 10:15, 7:12], model.conv1.weight[2, 0].detach())
     outside = kernel.clone()
     outside[0, 10:15, 7:12] = 0
     assert not outside.any()  # nothing outside the unit's 5×5 receptive field
-    with pytest.raises(ValueError, match="layer must name a child of the model"):
-        neuron_kernel(model, x, "conv9", (0,))
+    with pytest.raises(ValueError, match="layer must be one of"):
+        layer_kernels(model, x, "conv9")
 
 
 def test_layer_svd_identities():
@@ -116,7 +121,8 @@ def test_layer_kernels_match_single_unit_kernels_and_extents():
     x = torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(1))
     values, kernels = layer_kernels(model, x, "conv2")
     assert values.shape == (16, 10, 10) and kernels.shape == (16, 10, 10, 1, 32, 32)
-    torch.testing.assert_close(kernels[3, 4, 5], neuron_kernel(model, x, "conv2", (3, 4, 5)))
+    referee = saliency(prefix(model, "conv2"), x, 3 * 100 + 4 * 10 + 5)  # autograd
+    torch.testing.assert_close(kernels[3, 4, 5], referee)
     extents = kernel_extent(kernels)
     assert extents.shape == (16, 10, 10) and int(extents.max()) <= 14
     _, first = layer_kernels(model, x, "conv1")
