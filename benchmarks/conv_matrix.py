@@ -7,14 +7,13 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 from kronlib.conv import conv_matrix
+from kronlib.timing import median_seconds
 
 CASES = [  # (C_out, C_in, k, H, stride)
     (6, 1, 5, 32, 1),
@@ -22,16 +21,6 @@ CASES = [  # (C_out, C_in, k, H, stride)
     (8, 3, 3, 32, 2),
     (32, 16, 3, 16, 1),
 ]
-
-
-def best_of(fn: Callable[[], object], repeats: int = 3) -> float:
-    """Fastest of ``repeats`` wall-clock timings of ``fn()``, in seconds."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def by_index(weight: torch.Tensor, shape: tuple[int, int, int], stride: int) -> torch.Tensor:
@@ -69,7 +58,7 @@ def main() -> None:
         torch.testing.assert_close(M, by_jacrev(*args))
         torch.testing.assert_close(M, by_probing(*args))
         t_index, t_jac, t_probe = (
-            best_of(partial(f, *args)) for f in (by_index, by_jacrev, by_probing)
+            median_seconds(partial(f, *args), repeats=3) for f in (by_index, by_jacrev, by_probing)
         )
         name = f"{c_in}→{c_out}, {k}×{k}, {size}², s{stride}"
         dims = f"{M.shape[0]}×{M.shape[1]}"

@@ -17,8 +17,6 @@ than the per-channel loop; AlexNet top-5 within 30 s and 4 GB on 2 cores.
 from __future__ import annotations
 
 import resource
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -26,18 +24,8 @@ from torch import nn
 
 from kronlib.data import imagenet_input
 from kronlib.models import LeNet5, alexnet
-from kronlib.virtual import chain, effective_kernels, virtual_matrix
-
-
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall-clock time of ``fn()`` over ``repeats`` runs, after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from kronlib.timing import median_seconds
+from kronlib.virtual import effective_kernels, prefix, virtual_matrix
 
 
 def peers(model: nn.Module, x: torch.Tensor, classes: list[int]) -> dict[str, Callable]:
@@ -80,11 +68,11 @@ def lenet_rows() -> None:
     for method in ("forward", "reverse", "auto"):
         J = virtual_matrix(model, x, method=method)
         torch.testing.assert_close(J, reference, rtol=1e-5, atol=1e-5)
-        timings[f"kronlib {method}"] = median_time(
+        timings[f"kronlib {method}"] = median_seconds(
             lambda m=method: virtual_matrix(model, x, method=m), repeats=20
         )
     for name, fn in peers(model, x, classes).items():
-        timings[name] = median_time(fn, repeats=20)
+        timings[name] = median_seconds(fn, repeats=20)
     table("LeNet-5, 10 classes, exact at x", timings, "kronlib auto")
 
 
@@ -101,24 +89,22 @@ def lenet_effective_kernels() -> None:
 
     def loop() -> None:
         for layer in layers:
-            prefix = nn.Sequential(
-                *[m for n, m in chain(model)[: [n for n, _ in chain(model)].index(layer) + 1]]
-            )
+            cut = prefix(model, layer)
             with torch.no_grad():
-                out = prefix(x[None])[0]
+                out = cut(x[None])[0]
             flat = out.flatten(1) if out.ndim > 1 else out[:, None]
             where = flat.argmax(dim=1)
             for c in range(out.shape[0]):
                 inp = x.clone().requires_grad_(True)
-                value = prefix(inp[None])[0]
+                value = cut(inp[None])[0]
                 value = value.flatten(1)[c, where[c]] if value.ndim > 1 else value[c]
                 torch.autograd.grad(value, inp)
 
     table(
         "LeNet-5, effective kernels of all 258 channels of 7 layers",
         {
-            "kronlib effective_kernels": median_time(ours, 5),
-            "autograd.grad per channel": median_time(loop, 5),
+            "kronlib effective_kernels": median_seconds(ours, 5),
+            "autograd.grad per channel": median_seconds(loop, 5),
         },
         "kronlib effective_kernels",
     )
@@ -130,10 +116,10 @@ def alexnet_rows() -> None:
     x = imagenet_input("flower")
     classes = model(x[None])[0].topk(5).indices.tolist()
     timings = {
-        "kronlib auto": median_time(lambda: virtual_matrix(model, x, outputs=classes), repeats=3)
+        "kronlib auto": median_seconds(lambda: virtual_matrix(model, x, outputs=classes), repeats=3)
     }
     for name, fn in peers(model, x, classes).items():
-        timings[name] = median_time(fn, repeats=3)
+        timings[name] = median_seconds(fn, repeats=3)
     table(f"AlexNet, top 5 classes, exact at x ({source.split(':')[0]})", timings, "kronlib auto")
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print(f"{'peak resident memory of this process':>32} {peak_gb:>8.2f} GB")

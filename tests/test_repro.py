@@ -19,3 +19,13 @@ def test_same_seed_same_draws():
 def test_bad_thread_count():
     with pytest.raises(ValueError, match="threads must be a positive int, got 0"):
         set_reproducible(threads=0)
+
+
+def test_median_seconds():
+    from kronlib.timing import median_seconds
+
+    calls = []
+    seconds = median_seconds(lambda: calls.append(1), repeats=3, warmup=2)
+    assert len(calls) == 5 and 0 <= seconds < 1
+    with pytest.raises(ValueError, match="repeats must be ≥ 1"):
+        median_seconds(lambda: None, repeats=0)

@@ -6,7 +6,6 @@ from matplotlib.figure import Figure
 
 from kronlib import nkp
 from kronlib.viz import (
-    error_curve_figure,
     factor_shapes_figure,
     image_grid,
     modes_figure,
@@ -48,7 +47,6 @@ def test_rank_modes_and_error_figures():
     fac = nkp(IMAGE, (4, 6), rank=5)
     assert "relative error" in _titles(rank_figure(fac, 3, max_rank=5))[0]
     assert len(modes_figure(fac, 3).axes) == 12
-    assert isinstance(error_curve_figure(fac), Figure)
     colour = torch.rand(8, 8, 3, generator=torch.Generator().manual_seed(1))
     assert len(modes_figure(nkp(colour, (2, 2), rank=2, color="C"), 2).axes) == 8
     assert len(image_grid([IMAGE, IMAGE, IMAGE], ["a", "b", "c"], ncols=2).axes) == 4
@@ -60,13 +58,16 @@ def test_figures_display_themselves_as_png():
 
 
 def test_pipeline_and_matrix_pattern_figures():
-    from kronlib.viz import matrix_pattern_figure, pipeline_figure
+    from kronlib.viz import Panel, matrix_pattern_figure, pipeline_figure
 
+    kernel = IMAGE[:3, :3] - 0.5
     fig = pipeline_figure(
-        [[("x", IMAGE), "∗", ("w", IMAGE[:3, :3]), "=", ("y", IMAGE)], [("z", IMAGE)]],
+        [[("x", IMAGE), "∗", Panel("w", kernel, signed=True), "=", ("y", IMAGE)], [("z", IMAGE)]],
         title="t",
     )
     assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["x", "w", "y", "z"]
+    images = [ax.images[0] for ax in fig.axes if ax.images]
+    assert images[1].get_cmap().name == "RdBu_r" and images[0].get_cmap().name == "gray"
     pattern = matrix_pattern_figure(torch.eye(6), 2, 3)
     assert "16.7% non-zero" in pattern.axes[0].get_title()
 
@@ -78,3 +79,14 @@ def test_composed_kernel_figure_names_the_regime():
     titles = [composed_kernel_figure(w1, w2, s).axes[2].get_title() for s in (2, 3, 4)]
     assert "overlap" in titles[0] and "W2 ⊗ W1" in titles[1] and "gaps" in titles[2]
     assert "9×9" in titles[1]
+
+
+def test_markdown_table():
+    import pytest
+
+    from kronlib.viz import markdown_table
+
+    table = markdown_table(["a", "b"], [(1, 2.5), ("x", None)])
+    assert table.data.splitlines() == ["| a | b |", "|---|---|", "| 1 | 2.5 |", "| x | None |"]
+    with pytest.raises(ValueError, match="each row must have 2 cells, got 1"):
+        markdown_table(["a", "b"], [(1,)])

@@ -6,12 +6,12 @@ rendered from them without also showing up in the notebook.
 
 from kronlib.viz.base import NotebookFigure, image_grid, shape_text, show, to_display
 from kronlib.viz.convolution import (
+    Panel,
     composed_kernel_figure,
     matrix_pattern_figure,
     pipeline_figure,
 )
 from kronlib.viz.factorization import (
-    error_curve_figure,
     factor_shapes_figure,
     modes_figure,
     rank_figure,
@@ -23,19 +23,21 @@ from kronlib.viz.spectral import (
     layer_spectrum_figure,
     spectra_figure,
 )
+from kronlib.viz.tables import markdown_table
 from kronlib.viz.virtual import channel_mosaic, layer_view_figure
 
 __all__ = [
     "NotebookFigure",
+    "Panel",
     "channel_mosaic",
     "composed_kernel_figure",
     "depth_width_figure",
-    "error_curve_figure",
     "factor_shapes_figure",
     "filters_figure",
     "image_grid",
     "layer_spectrum_figure",
     "layer_view_figure",
+    "markdown_table",
     "matrix_pattern_figure",
     "modes_figure",
     "pipeline_figure",

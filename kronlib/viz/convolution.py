@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -12,13 +13,18 @@ from kronlib._validate import ArrayLike, as_float_tensor
 from kronlib.conv import compose
 from kronlib.viz.base import NotebookFigure, show
 
-__all__ = ["composed_kernel_figure", "matrix_pattern_figure", "pipeline_figure"]
+__all__ = ["Panel", "composed_kernel_figure", "matrix_pattern_figure", "pipeline_figure"]
 
-Panel = tuple[str, ArrayLike]
-"""A titled image: ``(title, image)`` with the image ``(H, W)`` or ``(H, W, 3)``.
 
-A title starting with ``"W"`` or ``"kernel"`` marks a kernel, drawn on a signed blue–red scale.
-"""
+class Panel(NamedTuple):
+    """A titled image for :func:`pipeline_figure`; ``signed`` draws a kernel on a blue–red scale.
+
+    A plain ``(title, image)`` pair is read as an unsigned ``Panel``.
+    """
+
+    title: str
+    image: ArrayLike
+    signed: bool = False
 
 
 def pipeline_figure(
@@ -27,8 +33,8 @@ def pipeline_figure(
     """Rows of images joined by operators, e.g. ``input ∗ W1 = intermediate``.
 
     Args:
-        rows: each row alternates panels ``(title, image)`` and operator strings (``"∗"``,
-            ``"="``, ``"→"``); rows may differ in length.
+        rows: each row alternates :class:`Panel` s (or ``(title, image)`` pairs) and operator
+            strings (``"∗"``, ``"="``, ``"→"``); rows may differ in length.
         width: figure width in inches.
         title: optional title above the whole figure.
     """
@@ -47,9 +53,8 @@ def pipeline_figure(
                 ax.axis("off")
                 ax.text(0.5, 0.5, item, ha="center", va="center", fontsize=16)
             else:
-                panel_title, image = item
-                signed = panel_title.startswith(("W", "kernel")) and np.ndim(image) == 2
-                show(ax, image, panel_title, signed=signed)
+                panel = Panel(*item)
+                show(ax, panel.image, panel.title, signed=panel.signed)
     if title:
         fig.suptitle(title, fontsize=11)
     return fig

@@ -13,7 +13,6 @@ from kronlib.kron import KronFactorization, nkp, rearrange
 from kronlib.viz.base import NotebookFigure, shape_text, show
 
 __all__ = [
-    "error_curve_figure",
     "factor_shapes_figure",
     "modes_figure",
     "rank_figure",
@@ -76,13 +75,6 @@ def factor_shapes_figure(
         f"{shape_text(tuple(product.shape[:2]))}   (relative error {fac.error(1):.3f})",
         fontsize=10,
     )
-    return fig
-
-
-def error_curve_figure(fac: KronFactorization, max_rank: int | None = None) -> Figure:
-    """Relative Frobenius error against rank, measured and as predicted by the singular values."""
-    fig = NotebookFigure(figsize=(6, 3.2), layout="constrained")
-    _draw_error_curve(fig.add_subplot(), fac, max_rank or fac.rank)
     return fig
 
 
