@@ -59,7 +59,7 @@ book: develop
 	@echo ">> open _build/html/index.html"
 
 lint: develop
-	$(BIN)/ruff check kronlib tests benchmarks
+	$(BIN)/ruff check kronlib tests benchmarks tools book/_ext
 
 test: lint
 	$(BIN)/python -m pytest tests book --nbval-lax --nbval-current-env -p no:cacheprovider

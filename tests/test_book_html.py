@@ -16,6 +16,7 @@ CHROMIUM = os.environ.get("KRONBOOK_CHROMIUM") or shutil.which("chromium")
 CHAPTERS = sorted((HTML / "book").glob("[0-9][0-9]_*.html"))
 PAGES = [HTML / "book" / name for name in ("intro.html", "api.html", "references.html")]
 PAGES = [page for page in PAGES if page.exists()] + CHAPTERS
+FIGURE_PAGES = [page for page in PAGES if page.name not in ("api.html", "references.html")]
 
 pytestmark = [
     pytest.mark.skipif(not CHAPTERS, reason="no built book in _build/html: run `make book` first"),
@@ -76,7 +77,7 @@ def test_page_loads_without_errors_and_renders_math(open_page, path):
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", FIGURE_PAGES, ids=lambda p: p.name)
 def test_every_figure_is_present_and_non_empty(open_page, path):
     page, _ = open_page(path)
     images = page.locator("article img")
@@ -115,3 +116,29 @@ def test_every_static_slider_changes_the_picture(open_page, path):
             play.click()
             assert frame.get_attribute("src") != before, f"play did nothing on slider {k}"
     assert not problems, "\n".join(problems)
+
+
+def _configured_repository() -> str:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "set_repository", ROOT / "tools/set_repository.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.configured_url()
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: p.name)
+def test_launch_buttons_follow_the_configured_repository(open_page, path):
+    """Binder/Colab/live-code buttons: on chapters once a repository is named, nowhere before."""
+    page, _ = open_page(path)
+    launch = page.locator(".dropdown-launch-buttons")
+    expected = bool(_configured_repository()) and path in CHAPTERS
+    assert launch.count() == int(expected), (
+        f"{path.name}: {launch.count()} launch menus, expected {int(expected)}"
+    )
+    if expected:
+        links = launch.locator("a").evaluate_all("els => els.map(e => e.href)")
+        assert any("mybinder.org" in href for href in links), links
+        assert any("colab.research.google.com/github/" in href for href in links), links

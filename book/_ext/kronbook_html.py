@@ -5,6 +5,9 @@
   are copied into ``_static/mathjax`` of the HTML output.
 * Inline scripts registered twice (sphinx-thebe's and sphinx-togglebutton's settings, under
   Jupyter Book 1) are emitted once: declaring the same ``const`` twice is a page error.
+* Launch buttons (Binder, Colab, live code) need the repository's URL: without one in
+  ``_config.yml`` they are switched off (the theme would fail), and they are shown only on pages
+  made from ``.ipynb`` files, the ones Binder and Colab can open.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from importlib import resources
 from pathlib import Path
 
 from sphinx.application import Sphinx
+from sphinx.util import logging
+
+LOGGER = logging.getLogger(__name__)
 
 BUNDLE = "tex-mml-chtml.js"
 
@@ -38,6 +44,24 @@ def _copy_mathjax(app: Sphinx, exception: Exception | None) -> None:
     )
 
 
+def _launch_buttons_need_a_repository(app: Sphinx, config) -> None:
+    options = config.html_theme_options
+    if options.get("launch_buttons") and not options.get("repository_url"):
+        LOGGER.info(
+            "launch buttons off: _config.yml names no repository "
+            "(python tools/set_repository.py https://github.com/ORG/REPO)"
+        )
+        options.pop("launch_buttons")
+
+
+def _launch_only_from_notebooks(app: Sphinx, pagename, templatename, context, doctree) -> None:
+    buttons = context.get("header_buttons")
+    if not buttons or context.get("page_source_suffix") == ".ipynb":
+        return
+    context["header_buttons"] = [b for b in buttons if b.get("label") != "launch-buttons"]
+    context["use_thebe"] = False
+
+
 def _drop_duplicate_scripts(app: Sphinx, pagename, templatename, context, doctree) -> None:
     scripts = context.get("script_files")
     if not scripts:
@@ -53,12 +77,16 @@ def _drop_duplicate_scripts(app: Sphinx, pagename, templatename, context, doctre
 
 
 def setup(app: Sphinx) -> dict:
+    """Register the fixes with Sphinx."""
     if not (_mathjax_es5() / BUNDLE).is_file():
         raise RuntimeError(
             f"MathJax's {BUNDLE} was not found in the 'mathjax' package: install the pinned "
             "requirements (make env)"
         )
     app.connect("config-inited", _use_local_copy)
+    app.connect("config-inited", _launch_buttons_need_a_repository)
     app.connect("build-finished", _copy_mathjax)
     app.connect("html-page-context", _drop_duplicate_scripts)
+    # after sphinx-book-theme's own launch buttons (priority 501)
+    app.connect("html-page-context", _launch_only_from_notebooks, priority=502)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -17,6 +17,7 @@ from kronlib.viz.factorization import (
     rank_figure,
     rearrangement_figure,
 )
+from kronlib.viz.overview import overview_figure
 from kronlib.viz.spectral import (
     depth_width_figure,
     filters_figure,
@@ -40,6 +41,7 @@ __all__ = [
     "markdown_table",
     "matrix_pattern_figure",
     "modes_figure",
+    "overview_figure",
     "pipeline_figure",
     "rank_figure",
     "rearrangement_figure",
