@@ -1,6 +1,7 @@
 """kronlib.viz: every figure builds, with the titles the chapter relies on."""
 
 import numpy as np
+import pytest
 import torch
 from matplotlib.figure import Figure
 
@@ -8,7 +9,9 @@ from kronlib import nkp
 from kronlib.viz import (
     factor_shapes_figure,
     image_grid,
+    markdown_table,
     modes_figure,
+    overview_figure,
     rank_figure,
     rearrangement_figure,
     to_display,
@@ -82,11 +85,29 @@ def test_composed_kernel_figure_names_the_regime():
 
 
 def test_markdown_table():
-    import pytest
-
-    from kronlib.viz import markdown_table
-
     table = markdown_table(["a", "b"], [(1, 2.5), ("x", None)])
     assert table.data.splitlines() == ["| a | b |", "|---|---|", "| 1 | 2.5 |", "| x | None |"]
     with pytest.raises(ValueError, match="each row must have 2 cells, got 1"):
         markdown_table(["a", "b"], [(1,)])
+
+
+def test_overview_figure_draws_the_kronecker_kernel_and_every_template():
+    w1, w2 = torch.randn(4, 4, dtype=torch.float64), torch.randn(3, 3, dtype=torch.float64)
+    templates = torch.randn(10, 1, 32, 32)
+    fig = overview_figure(w1[None, None], w2, templates, templates_title="ten templates")
+    kernel_axes = [ax for ax in fig.axes if ax.get_title().startswith("W2 ⊗ W1")]
+    assert len(kernel_axes) == 1 and "12×12" in kernel_axes[0].get_title()
+    drawn = kernel_axes[0].images[0].get_array()
+    assert np.allclose(drawn, torch.kron(w2, w1).numpy())
+    assert [ax.get_title() for ax in fig.axes if ax.images][-10:] == [str(k) for k in range(10)]
+    assert [sub.get_suptitle() for sub in fig.subfigs][1] == "ten templates"
+
+
+def test_overview_figure_refuses_what_it_cannot_draw():
+    w = torch.randn(3, 3)
+    with pytest.raises(ValueError, match="w1 must be one 2-D kernel"):
+        overview_figure(torch.randn(2, 1, 3, 3), w, torch.randn(10, 8, 8))
+    with pytest.raises(ValueError, match="templates must be"):
+        overview_figure(w, w, torch.randn(8, 8))
+    with pytest.raises(ValueError, match="one title per template"):
+        overview_figure(w, w, torch.randn(3, 8, 8), labels=["a", "b"])
