@@ -5,7 +5,11 @@ Plain chains (no custom ``forward``) are what the virtual-matrix engine walks la
 
 from __future__ import annotations
 
+import os
+import socket
 from collections import OrderedDict
+from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -92,40 +96,66 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def alexnet(weights: str | None = None, *, seed: int = 0, verbose: bool = True):
+def _hub_checkpoint(url: str) -> Path:
+    """Where ``torch.hub`` keeps the file downloaded from ``url``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether ``url``'s host accepts a connection (a quick offline check before a download)."""
+    try:
+        socket.create_connection((urlparse(url).hostname, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def alexnet(weights: str | Path | None = None, *, seed: int = 0, verbose: bool = True):
     """The AlexNet of torchvision, with pretrained ImageNet weights when they can be had.
 
-    Tries, in order: the ``.pth`` file at ``weights`` or at ``$KRONBOOK_ALEXNET_WEIGHTS``; the
-    torchvision weights ``IMAGENET1K_V1`` (from the torch hub cache, or downloaded). Offline and
-    without them it returns a randomly initialised AlexNet (seeded), for which every exactness
-    check still holds but pictures mean nothing.
+    Tries, in order: the ``.pth`` state dict at ``weights`` or at ``$KRONBOOK_ALEXNET_WEIGHTS``;
+    torchvision's ``IMAGENET1K_V1`` weights, from the torch hub cache or downloaded (with
+    torch's progress bar) when ``download.pytorch.org`` can be reached. Otherwise it returns a
+    randomly initialised AlexNet (seeded), for which every exactness check still holds but
+    pictures mean nothing; nothing is attempted, or printed, about a download that cannot work.
 
     Returns:
         ``(model, source, pretrained)``: the model in eval mode, a sentence saying where its
         weights came from, and whether they are the trained ImageNet weights.
-    """
-    import os
 
+    Raises:
+        FileNotFoundError: ``weights`` (or the environment variable) names a missing file.
+    """
     from torchvision.models import AlexNet_Weights
     from torchvision.models import alexnet as build
 
     path = weights or os.environ.get("KRONBOOK_ALEXNET_WEIGHTS")
+    pretrained_url = AlexNet_Weights.IMAGENET1K_V1.url
     model, source, pretrained = None, "", False
+    problem = ""
     if path:
+        if not Path(path).is_file():
+            raise FileNotFoundError(
+                f"AlexNet weights: no file at {path!s} (weights / $KRONBOOK_ALEXNET_WEIGHTS)"
+            )
         model = build()
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         source, pretrained = f"ImageNet weights from {path}", True
-    else:
+    elif _hub_checkpoint(pretrained_url).is_file() or _reachable(pretrained_url):
         try:
             model = build(weights=AlexNet_Weights.IMAGENET1K_V1)
             source, pretrained = "torchvision's ImageNet weights (IMAGENET1K_V1)", True
-        except Exception as error:  # no network and nothing cached
-            torch.manual_seed(seed)
-            model = build()
-            source = (
-                f"random weights (seed {seed}): the pretrained weights could not be loaded "
-                f"({type(error).__name__}); set KRONBOOK_ALEXNET_WEIGHTS to a .pth file to use them"
-            )
+        except Exception as error:  # a failed or interrupted download, a corrupt cache file
+            problem = f"loading them failed ({type(error).__name__}: {error})"
+    else:
+        problem = "they are not in the torch hub cache and download.pytorch.org is unreachable"
+    if model is None:
+        torch.manual_seed(seed)
+        model = build()
+        source = (
+            f"random weights (seed {seed}): no pretrained weights, as {problem}; set "
+            "KRONBOOK_ALEXNET_WEIGHTS to a .pth file to use them"
+        )
     if verbose:
         print(f"AlexNet: {source}")
     return model.eval(), source, pretrained

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from kronlib import models
 from kronlib.data import Digits, mnist
 from kronlib.models import LeNet5, TinyConvNet, count_parameters
 from kronlib.train import TrainConfig, accuracy, train
@@ -163,3 +164,42 @@ def test_lenet_variants_and_batchnorm_calibration():
     assert isinstance(leaky.relu1, torch.nn.LeakyReLU)
     with pytest.raises(ValueError, match="activation must be 'relu' or 'leaky'"):
         LeNet5(activation="gelu")
+
+
+@pytest.fixture
+def offline_alexnet(monkeypatch, tmp_path):
+    """No network, an empty torch hub cache, no KRONBOOK_ALEXNET_WEIGHTS."""
+    monkeypatch.setattr(models, "_reachable", lambda url, timeout=3.0: False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.delenv("KRONBOOK_ALEXNET_WEIGHTS", raising=False)
+
+
+def test_alexnet_offline_is_seeded_random_and_says_why_without_trying_a_download(
+    offline_alexnet, capsys
+):
+    first, source, pretrained = models.alexnet(seed=3)
+    second, _, _ = models.alexnet(seed=3, verbose=False)
+    out, err = capsys.readouterr()
+    assert not pretrained and not first.training
+    assert "random weights (seed 3)" in source and "unreachable" in source
+    assert out == f"AlexNet: {source}\n" and err == ""
+    assert all(
+        torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters(), strict=True)
+    )
+
+
+def test_alexnet_loads_a_local_state_dict(offline_alexnet, tmp_path):
+    saved, _, _ = models.alexnet(seed=5, verbose=False)
+    path = tmp_path / "alexnet.pth"
+    torch.save(saved.state_dict(), path)
+    loaded, source, pretrained = models.alexnet(path, verbose=False)
+    assert pretrained and str(path) in source
+    assert all(
+        torch.equal(a, b) for a, b in zip(saved.parameters(), loaded.parameters(), strict=True)
+    )
+
+
+def test_alexnet_names_a_missing_weights_file(offline_alexnet, tmp_path, monkeypatch):
+    monkeypatch.setenv("KRONBOOK_ALEXNET_WEIGHTS", str(tmp_path / "missing.pth"))
+    with pytest.raises(FileNotFoundError, match=r"missing\.pth"):
+        models.alexnet()
