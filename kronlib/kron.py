@@ -226,7 +226,7 @@ class KronFactorization:
 
     @property
     def max_rank(self) -> int:
-        """Rank of the rearranged matrix's SVD: the most modes there can be."""
+        """The most modes there can be (the rank of the rearranged matrix's SVD)."""
         return self.singular_values.shape[0]
 
     @property

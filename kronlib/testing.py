@@ -16,7 +16,8 @@ def default_rtol(dtype: torch.dtype) -> float:
 
 def relative_error(actual: ArrayLike, expected: ArrayLike) -> float:
     """``‖actual − expected‖_F / ‖expected‖_F`` (the plain norm of the difference if that is 0)."""
-    a, e = as_float_tensor(actual, "actual"), as_float_tensor(expected, "expected")
+    a = as_float_tensor(actual, "actual").detach()
+    e = as_float_tensor(expected, "expected").detach()
     if a.shape != e.shape:
         raise ValueError(
             f"actual and expected must have one shape, got {tuple(a.shape)} and {tuple(e.shape)}"

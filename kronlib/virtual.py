@@ -404,8 +404,8 @@ def virtual_matrix(
         picked = response if index is None else response[index]
         offset = picked - J @ anchor.flatten()
     lead = out_shape if index is None else (n_selected,)
-    J = J.reshape(*lead, *in_shape)
-    offset = offset.reshape(lead)
+    J = J.reshape(*lead, *in_shape).detach()  # results, not part of anyone's autograd graph
+    offset = offset.reshape(lead).detach()
     return (J, offset) if bias else J
 
 
@@ -490,5 +490,6 @@ def effective_kernels(
             )
         positions = torch.stack(torch.unravel_index(where.cpu(), activation.shape[1:]), dim=1)
         flat = torch.arange(channels, device=device) * spatial.shape[1] + where.to(device)
-    kernels = rows(flat).reshape(channels, *in_shape)
-    return EffectiveKernels(layer, positions, activation if exact else None, kernels)
+    kernels = rows(flat).reshape(channels, *in_shape).detach()
+    activations = activation.detach() if exact else None
+    return EffectiveKernels(layer, positions, activations, kernels)

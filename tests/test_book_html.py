@@ -142,3 +142,10 @@ def test_launch_buttons_follow_the_configured_repository(open_page, path):
         links = launch.locator("a").evaluate_all("els => els.map(e => e.href)")
         assert any("mybinder.org" in href for href in links), links
         assert any("colab.research.google.com/github/" in href for href in links), links
+
+
+@pytest.mark.parametrize("path", FIGURE_PAGES, ids=lambda p: p.name)
+def test_no_cell_printed_to_stderr(path):
+    """Warnings and tracebacks in a page are noise for the reader (or a hidden problem)."""
+    html = path.read_text()
+    assert 'class="output stderr' not in html, f"{path.name} shows a cell's stderr output"

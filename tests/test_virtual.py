@@ -123,6 +123,18 @@ def test_outputs_select_rows_and_offsets():
     assert virtual_matrix(model, x, outputs=2).shape == (1, 1, 6, 6)
 
 
+@pytest.mark.parametrize("method", ["forward", "reverse"])
+@pytest.mark.parametrize("given_x", [True, False])
+def test_results_are_detached_from_the_models_graph(method, given_x):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3))
+    x = torch.randn(1, 6, 6) if given_x else None
+    J, offset = virtual_matrix(model, x, input_shape=(1, 6, 6), bias=True, method=method)
+    assert not J.requires_grad and not offset.requires_grad
+    kernels = effective_kernels(model, x, "0", input_shape=(1, 6, 6))
+    assert not kernels.kernels.requires_grad
+    assert kernels.activations is None or not kernels.activations.requires_grad
+
+
 def test_alexnet_top_classes_reproduce_the_logits():
     torchvision = pytest.importorskip("torchvision")
     torch.manual_seed(0)

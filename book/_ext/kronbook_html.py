@@ -5,6 +5,7 @@
   are copied into ``_static/mathjax`` of the HTML output.
 * Inline scripts registered twice (sphinx-thebe's and sphinx-togglebutton's settings, under
   Jupyter Book 1) are emitted once: declaring the same ``const`` twice is a page error.
+* A small stylesheet (``static/kronbook.css``): printed lines wrap in cell outputs.
 * Launch buttons (Binder, Colab, live code) need the repository's URL: without one in
   ``_config.yml`` they are switched off (the theme would fail), and they are shown only on pages
   made from ``.ipynb`` files, the ones Binder and Colab can open.
@@ -22,6 +23,7 @@ from sphinx.util import logging
 LOGGER = logging.getLogger(__name__)
 
 BUNDLE = "tex-mml-chtml.js"
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 def _mathjax_es5() -> Path:
@@ -30,6 +32,10 @@ def _mathjax_es5() -> Path:
 
 def _use_local_copy(app: Sphinx, config) -> None:
     config.mathjax_path = f"mathjax/{BUNDLE}"
+
+
+def _add_stylesheet_folder(app: Sphinx, config) -> None:
+    config.html_static_path = [*config.html_static_path, str(STATIC)]
 
 
 def _copy_mathjax(app: Sphinx, exception: Exception | None) -> None:
@@ -84,6 +90,8 @@ def setup(app: Sphinx) -> dict:
             "requirements (make env)"
         )
     app.connect("config-inited", _use_local_copy)
+    app.connect("config-inited", _add_stylesheet_folder)
+    app.add_css_file("kronbook.css")
     app.connect("config-inited", _launch_buttons_need_a_repository)
     app.connect("build-finished", _copy_mathjax)
     app.connect("html-page-context", _drop_duplicate_scripts)

@@ -81,7 +81,7 @@ def overview_figure(
         axes[4].axvline(at - 0.5, color="0.3", lw=0.6)
     for at in range(inner.shape[0], composed.shape[0], inner.shape[0]):
         axes[4].axhline(at - 0.5, color="0.3", lw=0.6)
-    left.suptitle("two convolutions (stride = kernel size) are one kernel", fontsize=13)
+    left.suptitle("two convolutions, one kernel", fontsize=13)
 
     ncols = -(-n // 2) if n > 1 else 1
     grid = right.subplots(-(-n // ncols), ncols, squeeze=False).ravel()
