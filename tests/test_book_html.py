@@ -149,3 +149,14 @@ def test_no_cell_printed_to_stderr(path):
     """Warnings and tracebacks in a page are noise for the reader (or a hidden problem)."""
     html = path.read_text()
     assert 'class="output stderr' not in html, f"{path.name} shows a cell's stderr output"
+
+
+def test_search_finds_the_chapters_offline(open_page):
+    """Sphinx's client-side search works from the files alone (no server, no network)."""
+    page, problems = open_page(HTML / "search.html")
+    page.goto((HTML / "search.html").as_uri() + "?q=saliency", wait_until="load")
+    results = page.locator("#search-results ul.search li a")
+    results.first.wait_for(timeout=15000)
+    titles = results.all_inner_texts()
+    assert any("Saliency is the virtual matrix" in title for title in titles), titles
+    assert not problems, "\n".join(problems)
