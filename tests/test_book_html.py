@@ -5,8 +5,10 @@ skipped, with the reason, when the built book or Chromium is missing.
 """
 
 import os
+import re
 import shutil
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -160,3 +162,15 @@ def test_search_finds_the_chapters_offline(open_page):
     titles = results.all_inner_texts()
     assert any("Saliency is the virtual matrix" in title for title in titles), titles
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: p.name)
+def test_every_internal_link_lands_on_a_page_and_an_anchor(path):
+    """Cross-references between chapters point at pages and sections that exist."""
+    broken = []
+    for href in re.findall(r'<a class="reference internal" href="([^"]+)"', path.read_text()):
+        target, _, anchor = unquote(href).partition("#")
+        page = (path.parent / target).resolve() if target else path
+        if not page.is_file() or (anchor and f'id="{anchor}"' not in page.read_text()):
+            broken.append(href)
+    assert not broken, f"{path.name}: broken links {broken}"
