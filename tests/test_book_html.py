@@ -174,3 +174,8 @@ def test_every_internal_link_lands_on_a_page_and_an_anchor(path):
         if not page.is_file() or (anchor and f'id="{anchor}"' not in page.read_text()):
             broken.append(href)
     assert not broken, f"{path.name}: broken links {broken}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_the_colab_setup_cell_is_not_shown_in_the_book(path):
+    assert "google.colab" not in path.read_text(), f"{path.name} shows the Colab setup cell"
