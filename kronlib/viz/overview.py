@@ -83,7 +83,7 @@ def overview_figure(
         axes[4].axhline(at - 0.5, color="0.3", lw=0.6)
     left.suptitle("two convolutions, one kernel", fontsize=13)
 
-    ncols = -(-n // 2) if n > 1 else 1
+    ncols = -(-n // 2)  # two rows
     grid = right.subplots(-(-n // ncols), ncols, squeeze=False).ravel()
     for k, ax in enumerate(grid):
         if k < n:
