@@ -139,6 +139,20 @@ class Digits:
     def __len__(self) -> int:
         return self.labels.shape[0]
 
+    def first(self, label: int) -> torch.Tensor:
+        """The first image of class ``label``: ``(1, size, size)``.
+
+        Example:
+            >>> digits = Digits(torch.zeros(2, 1, 28, 28), torch.tensor([7, 3]), "demo")
+            >>> digits.first(3).shape
+            torch.Size([1, 28, 28])
+        """
+        where = torch.nonzero(self.labels == label).flatten()
+        if where.numel() == 0:
+            present = sorted(set(self.labels.tolist()))
+            raise ValueError(f"label must be one of the classes present {present}, got {label!r}")
+        return self.images[int(where[0])]
+
 
 def data_home() -> Path:
     """Where kronlib keeps downloaded data and trained weights.

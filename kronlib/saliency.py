@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from kronlib._validate import ArrayLike, as_conv_weight, as_float_tensor
-from kronlib.virtual import chain, prefix, virtual_matrix
+from kronlib.virtual import active_count, affine_output, chain, prefix, virtual_matrix
 
 __all__ = [
     "LayerCheck",
@@ -91,8 +91,8 @@ def verify_layers(
                 layer,
                 unit,
                 float((J[0] - grad).abs().max()),
-                float(((J[0] * point).sum() + offset[0] - actual).abs()),
-                float(((grad * point).sum() + offset[0] - actual).abs()),
+                float((affine_output(J[0], point, offset[0]) - actual).abs()),
+                float((affine_output(grad, point, offset[0]) - actual).abs()),
             )
         )
     return rows
@@ -156,11 +156,5 @@ def active_channels_by_layer(model: nn.Module, x: ArrayLike, layers: Sequence[st
         for name, step in steps:
             out = step(out)
             if name in layers:
-                peak = out[0] if out.ndim == 2 else out[0].flatten(1).amax(dim=1)
-                counts.append(int((peak > 0).sum()))
-    missing = set(layers) - set(names)
-    if missing:
-        raise ValueError(
-            f"layers must name layers of the model, one of {names}; got {sorted(missing)}"
-        )
+                counts.append(active_count(out[0]))
     return counts

@@ -22,6 +22,7 @@ __all__ = [
     "count_relu_masks",
     "im2col_forward",
     "layer_svd",
+    "numerical_rank",
     "rearranged_kernel_spectrum",
 ]
 
@@ -146,3 +147,18 @@ def rearranged_kernel_spectrum(
     kernel = kron_kernel(a, b)[out_channel, in_channel]
     R = rearrange(kernel, tuple(a.shape[-2:]))
     return torch.linalg.svdvals(R)
+
+
+def numerical_rank(singular_values: ArrayLike, rtol: float = 1e-10) -> int:
+    """How many singular values exceed ``rtol`` times the largest (``0`` for an all-zero list).
+
+    Args:
+        singular_values: ``(r,)``, descending, as :func:`rearranged_kernel_spectrum` returns.
+        rtol: the relative cut-off; 1e-10 suits float64 kernels.
+    """
+    values = as_float_tensor(singular_values, "singular_values")
+    if values.ndim != 1:
+        raise ValueError(f"singular_values must be 1-D, got shape {tuple(values.shape)}")
+    if values.numel() == 0 or float(values.max()) == 0.0:
+        return 0
+    return int((values > rtol * values.max()).sum())

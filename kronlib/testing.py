@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from kronlib._validate import ArrayLike, as_float_tensor
 
-__all__ = ["assert_relative_close", "default_rtol", "relative_error"]
+__all__ = ["assert_relative_close", "default_rtol", "jacobian", "relative_error"]
 
 
 def default_rtol(dtype: torch.dtype) -> float:
@@ -43,3 +45,19 @@ def assert_relative_close(
         rtol = max(default_rtol(a.dtype), default_rtol(e.dtype))
     if not error <= rtol:
         raise AssertionError(f"{what}: relative error {error:.3e} exceeds the tolerance {rtol:.1e}")
+
+
+def jacobian(model: Callable[[torch.Tensor], torch.Tensor], x: ArrayLike) -> torch.Tensor:
+    """The referee: ``∂ model(x) / ∂ x`` for one input, by ``torch.func.jacrev``.
+
+    Independent of :mod:`kronlib.virtual`: autograd differentiates ``model`` as it is.
+
+    Args:
+        model: takes a batch ``(N, *in_shape)``.
+        x: one input ``in_shape`` (no batch axis).
+
+    Returns:
+        ``(*out_shape, *in_shape)``, detached.
+    """
+    point = as_float_tensor(x, "x").detach()
+    return torch.func.jacrev(lambda inp: model(inp[None])[0])(point).detach()

@@ -35,6 +35,8 @@ from kronlib._validate import ArrayLike, as_float_tensor
 __all__ = [
     "EffectiveKernels",
     "UnsupportedLayerError",
+    "active_count",
+    "affine_output",
     "chain",
     "effective_kernels",
     "prefix",
@@ -409,6 +411,36 @@ def virtual_matrix(
     return (J, offset) if bias else J
 
 
+def affine_output(J: ArrayLike, x: ArrayLike, offset: ArrayLike | None = None) -> torch.Tensor:
+    """``J·x + offset``: the affine map of :func:`virtual_matrix` applied to one input.
+
+    For the ``x`` that ``J`` and ``offset`` were built at (``bias=True``), this is the model's
+    output; for the data-independent ``J``, the template scores.
+
+    Args:
+        J: ``(*out_shape, *in_shape)``.
+        x: ``in_shape`` (no batch axis).
+        offset: ``out_shape``, or None for zero.
+
+    Returns:
+        ``out_shape``.
+
+    Example:
+        >>> J, x = torch.ones(3, 1, 2, 2), torch.full((1, 2, 2), 0.5)
+        >>> affine_output(J, x, offset=torch.tensor([0.0, 1.0, 2.0])).tolist()
+        [2.0, 3.0, 4.0]
+    """
+    matrix, point = as_float_tensor(J, "J"), as_float_tensor(x, "x")
+    lead = matrix.ndim - point.ndim
+    if lead < 0 or tuple(matrix.shape[lead:]) != tuple(point.shape):
+        raise ValueError(
+            f"J must end with x's shape {tuple(point.shape)}, got J of shape {tuple(matrix.shape)}"
+        )
+    dtype = torch.promote_types(matrix.dtype, point.dtype)
+    out = (matrix.to(dtype) * point.to(dtype)).flatten(lead).sum(-1)
+    return out if offset is None else out + as_float_tensor(offset, "offset").to(out)
+
+
 @dataclass(frozen=True)
 class EffectiveKernels:
     """Per channel of one layer: where it was read, its activation map, its effective kernel.
@@ -430,9 +462,18 @@ class EffectiveKernels:
         """How many channels (of all in the layer) have a positive activation somewhere."""
         if self.activations is None:
             raise ValueError("activations are only known for a given x")
-        peak = self.activations if self.activations.ndim == 1 else self.activations.flatten(1)
-        peak = peak if peak.ndim == 1 else peak.amax(dim=1)
-        return int((peak > 0).sum())
+        return active_count(self.activations)
+
+
+def active_count(activation: torch.Tensor) -> int:
+    """How many channels of one layer output are positive somewhere.
+
+    Args:
+        activation: ``(C, ...)`` one input's layer output (no batch axis); a linear layer's
+            ``(C,)`` counts its positive units.
+    """
+    peak = activation if activation.ndim == 1 else activation.flatten(1).amax(dim=1)
+    return int((peak > 0).sum())
 
 
 def effective_kernels(

@@ -203,3 +203,10 @@ def test_alexnet_names_a_missing_weights_file(offline_alexnet, tmp_path, monkeyp
     monkeypatch.setenv("KRONBOOK_ALEXNET_WEIGHTS", str(tmp_path / "missing.pth"))
     with pytest.raises(FileNotFoundError, match=r"missing\.pth"):
         models.alexnet()
+
+
+def test_first_digit_of_a_class_and_a_missing_class():
+    digits = Digits(torch.arange(4.0).reshape(4, 1, 1, 1), torch.tensor([7, 3, 3, 1]), "demo")
+    assert digits.first(3).item() == 1.0 and digits.first(3).shape == (1, 1, 1)
+    with pytest.raises(ValueError, match=r"classes present \[1, 3, 7\], got 5"):
+        digits.first(5)

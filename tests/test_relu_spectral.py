@@ -1,5 +1,6 @@
 """kronlib.relu (masks carve the composed kernel) and kronlib.spectral (SVD of layers, rank)."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +11,13 @@ from kronlib.conv import kron_kernel
 from kronlib.models import LeNet5, TinyConvNet
 from kronlib.relu import apply_carved, carved_kernel, receptive_fields
 from kronlib.saliency import saliency
-from kronlib.spectral import count_relu_masks, im2col_forward, layer_svd, rearranged_kernel_spectrum
+from kronlib.spectral import (
+    count_relu_masks,
+    im2col_forward,
+    layer_svd,
+    numerical_rank,
+    rearranged_kernel_spectrum,
+)
 from kronlib.virtual import prefix
 
 
@@ -128,3 +135,20 @@ def test_layer_kernels_match_single_unit_kernels_and_extents():
     _, first = layer_kernels(model, x, "conv1")
     assert bool((kernel_extent(first) == 5).all())
     assert kernel_extent(torch.zeros(2, 1, 4, 4)).tolist() == [0, 0]
+
+
+@given(st.integers(1, 8), st.integers(0, 10_000))
+def test_numerical_rank_agrees_with_numpy_on_low_rank_matrices(rank, seed):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(9, rank, generator=g, dtype=torch.float64) @ torch.randn(
+        rank, 9, generator=g, dtype=torch.float64
+    )
+    values = torch.linalg.svdvals(A)
+    assert numerical_rank(values) == rank == np.linalg.matrix_rank(A.numpy())
+
+
+def test_numerical_rank_edge_cases_and_errors():
+    assert numerical_rank(torch.zeros(4)) == 0
+    assert numerical_rank(torch.tensor([2.0, 1e-3]), rtol=1e-2) == 1
+    with pytest.raises(ValueError, match="singular_values must be 1-D"):
+        numerical_rank(torch.ones(2, 2))

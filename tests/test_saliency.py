@@ -12,6 +12,7 @@ from kronlib.saliency import (
     saliency,
     verify_layers,
 )
+from kronlib.testing import jacobian
 from kronlib.virtual import virtual_matrix
 
 LAYERS = ["conv1", "pool1", "conv2", "pool2", "fc1", "fc2", "fc3"]
@@ -113,7 +114,7 @@ def test_residual_block_is_identity_plus_the_composed_path():
         virtual_matrix(nn.Sequential(block), x)
     path, offset = virtual_matrix(body, x, bias=True)
     J = torch.eye(49).reshape(1, 7, 7, 1, 7, 7) + path
-    reference = torch.func.jacrev(lambda inp: block(inp[None])[0])(x)
+    reference = jacobian(block, x)
     torch.testing.assert_close(J, reference, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(
         (J * x).flatten(3).sum(-1) + offset, block(x[None])[0], rtol=1e-5, atol=1e-5

@@ -6,7 +6,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from kronlib.virtual import UnsupportedLayerError, chain, effective_kernels, virtual_matrix
+from kronlib.testing import jacobian
+from kronlib.virtual import (
+    UnsupportedLayerError,
+    active_count,
+    affine_output,
+    chain,
+    effective_kernels,
+    virtual_matrix,
+)
 
 
 @st.composite
@@ -50,14 +58,10 @@ def plain_cnns(draw):
     return model, x
 
 
-def _jacobian(model, x):
-    return torch.func.jacrev(lambda inp: model(inp[None])[0])(x)
-
-
 @given(plain_cnns())
 def test_exact_virtual_matrix_matches_jacrev_and_reproduces_the_output(case):
     model, x = case
-    reference = _jacobian(model, x)
+    reference = jacobian(model, x)
     for method in ("forward", "reverse"):
         J, offset = virtual_matrix(model, x, bias=True, method=method)
         torch.testing.assert_close(J, reference, rtol=1e-9, atol=1e-9)
@@ -79,7 +83,7 @@ def test_float32_agrees_to_1e5():
     x = torch.randn(2, 12, 12)
     for method in ("forward", "reverse"):
         J, offset = virtual_matrix(model, x, bias=True, method=method)
-        torch.testing.assert_close(J, _jacobian(model, x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(J, jacobian(model, x), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(
             (J * x).flatten(1).sum(1) + offset, model(x[None])[0], rtol=1e-5, atol=1e-5
         )
@@ -97,7 +101,7 @@ def test_data_independent_matrix_of_a_linear_net_is_its_jacobian():
     x = torch.randn(1, 8, 8, dtype=torch.float64)
     for method in ("forward", "reverse"):
         J = virtual_matrix(model, input_shape=(1, 8, 8), method=method)
-        torch.testing.assert_close(J, _jacobian(model, x))
+        torch.testing.assert_close(J, jacobian(model, x))
 
 
 def test_data_independent_matrix_treats_relu_as_identity_and_maxpool_as_avgpool():
@@ -106,7 +110,7 @@ def test_data_independent_matrix_treats_relu_as_identity_and_maxpool_as_avgpool(
     with_nonlinear = nn.Sequential(conv1, nn.ReLU(), nn.MaxPool2d(2), conv2).double()
     linear = nn.Sequential(conv1, nn.Identity(), nn.AvgPool2d(2), conv2).double()
     J = virtual_matrix(with_nonlinear, input_shape=(1, 12, 12))
-    torch.testing.assert_close(J, _jacobian(linear, torch.zeros(1, 12, 12, dtype=torch.float64)))
+    torch.testing.assert_close(J, jacobian(linear, torch.zeros(1, 12, 12, dtype=torch.float64)))
     torch.testing.assert_close(
         J, virtual_matrix(with_nonlinear, input_shape=(1, 12, 12), method="reverse")
     )
@@ -222,3 +226,21 @@ def test_forward_composition_rows_are_compose_kernels_placed_at_each_output():
         placed = torch.zeros(2, 11, 11, dtype=torch.float64)
         placed[:, y * stride : y * stride + size, x * stride : x * stride + size] = kernel[o]
         torch.testing.assert_close(J[o, y, x], placed)
+
+
+def test_affine_output_applies_the_virtual_matrix():
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 4))
+    x = torch.randn(2, 6, 6)
+    J, offset = virtual_matrix(model, x, bias=True)
+    torch.testing.assert_close(affine_output(J, x, offset), model(x[None])[0].detach())
+    by_hand = torch.stack([(J[k] * x).sum() for k in range(4)])
+    torch.testing.assert_close(affine_output(J, x), by_hand)
+    with pytest.raises(ValueError, match=r"J must end with x's shape \(2, 5, 5\)"):
+        affine_output(J, torch.randn(2, 5, 5))
+
+
+def test_active_count_counts_channels_positive_somewhere():
+    maps = torch.tensor([[[-1.0, 2.0]], [[-1.0, 0.0]], [[0.5, -3.0]]])  # (3, 1, 2)
+    assert active_count(maps) == 2
+    assert active_count(torch.tensor([1.0, -1.0, 0.0, 3.0])) == 2
