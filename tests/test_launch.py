@@ -34,6 +34,14 @@ def test_every_chapter_starts_with_the_setup_cell_for_the_configured_url():
     assert set_repository.check() == []
 
 
+def test_the_setup_cell_survives_the_notebook_formatter():
+    """Notebooks are formatted at 76 columns; a longer line would be rewrapped and drift."""
+    long = [
+        line for line in set_repository.SETUP_CELL.format(url="").splitlines() if len(line) > 76
+    ]
+    assert long == []
+
+
 @pytest.fixture
 def book_copy(tmp_path, monkeypatch):
     """The tool pointed at a copy of _config.yml and of two notebooks."""

@@ -33,7 +33,7 @@ import sys
 REPOSITORY = "{url}"  # written by tools/set_repository.py
 if "google.colab" in sys.modules:
     if not REPOSITORY:
-        raise RuntimeError("set REPOSITORY to the book's git URL, then rerun")
+        raise RuntimeError("set REPOSITORY to the book's URL and rerun")
     %pip install --quiet "kronlib[book] @ git+{{REPOSITORY}}"'''
 
 
