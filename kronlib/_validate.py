@@ -99,3 +99,66 @@ def as_conv_weight(value: Any, name: str) -> torch.Tensor:
             f"array of shape {tuple(weight.shape)}"
         )
     return weight
+
+
+def as_int(value: Any, name: str, minimum: int | None = None) -> int:
+    """Return ``value`` as a Python int, or raise.
+
+    Python ints, numpy integers and 0-d integer tensors (``logits.argmax()``) are ints; ``bool``,
+    floats (even ``2.0``), strings and anything else are not.
+    """
+    integer_dtypes = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and value.dtype in integer_dtypes:
+        value = int(value.item())
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be an int ≥ {minimum}, got {int(value)}")
+    return int(value)
+
+
+def as_index(value: Any, name: str, size: int) -> torch.Tensor:
+    """Flat indices into ``size`` entries as a 1-D ``long`` tensor, or raise.
+
+    ``value`` is one int (see :func:`as_int`) or a non-empty sequence, numpy array or 1-D tensor
+    of ints; negative or too large indices, bools and floats are refused.
+
+    Returns:
+        ``(n,)`` int64 on the CPU.
+    """
+    if isinstance(value, torch.Tensor | np.ndarray) and value.ndim == 0:
+        items = [value]
+    elif isinstance(value, torch.Tensor | np.ndarray):
+        if value.ndim != 1:
+            raise ValueError(
+                f"{name} must be an int or a 1-D sequence of ints, got an array of shape "
+                f"{tuple(value.shape)}"
+            )
+        items = list(value)
+    elif isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        items = list(value)
+    else:
+        items = [value]
+    if not items:
+        raise ValueError(
+            f"{name} must name at least one index, got an empty {type(value).__name__}"
+        )
+    ints = [as_int(item, f"{name} (each entry)") for item in items]
+    bad = [i for i in ints if not 0 <= i < size]
+    if bad:
+        raise ValueError(f"{name} must index {size} entries (0..{size - 1}), got {bad}")
+    return torch.tensor(ints, dtype=torch.long)
+
+
+def as_shape(value: Any, name: str) -> tuple[int, ...]:
+    """Return ``value`` as a non-empty tuple of positive ints (a tensor shape), or raise."""
+    if isinstance(value, torch.Size):
+        value = tuple(value)
+    if not isinstance(value, Sequence | np.ndarray) or isinstance(value, str | bytes):
+        raise TypeError(
+            f"{name} must be a sequence of positive ints such as (1, 28, 28), got "
+            f"{type(value).__name__} {value!r}"
+        )
+    if len(value) == 0:
+        raise ValueError(f"{name} must have at least one axis, got {value!r}")
+    return tuple(as_int(size, f"{name} (each size)", minimum=1) for size in value)
