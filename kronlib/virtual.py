@@ -1,104 +1,73 @@
 """The virtual matrix of a CNN: the linear map from input pixels to every output.
 
-For a plain chain of layers (``nn.Sequential``, or a ``features → avgpool → classifier`` model such
-as torchvision's AlexNet) kronlib computes ``J`` of shape ``(*out_shape, *in_shape)`` two ways:
+Any model that ``torch.fx`` traces into supported operations (:mod:`kronlib.rules`: convolutions,
+linear layers, ReLU/LeakyReLU, max/average pools, BatchNorm in eval, dropout, reshapes, sums of
+two tensors and concatenations along channels) — plain chains, ResNets, VGGs, SqueezeNets — has,
+at each input ``x``, an exact affine map ``model(x) = J·x + offset``. kronlib computes ``J`` of
+shape ``(*out_shape, *in_shape)`` two ways (:mod:`kronlib.graph`):
 
 * **forward** — the Kronecker way: the effective kernels of every unit are composed layer by
   layer (a convolution of the previous kernels, masks applied, pools selected), with the input
   pixels as a batch axis. For a chain of convolutions each row is chapter 2's composed kernel
-  (``kronlib.conv.compose``) placed at its output position. Cost grows with the number of input
-  pixels.
-* **reverse** — the same composition from the output end: one forward pass records the masks
-  and pool picks, then the selected rows go back through the transposed layers in one batch
-  (:mod:`kronlib._backward`; the arithmetic of autograd without its bookkeeping). Cost grows
-  with the number of rows.
+  (``kronlib.conv.compose``) placed at its output position. Cost grows with the input pixels.
+* **reverse** — the same composition from the output end: one pass at ``x`` fixes the masks and
+  pool picks, then the selected rows go back through the transposed layers in one batch (the
+  arithmetic of autograd without its bookkeeping). Cost grows with the number of rows.
 
 ``method="auto"`` picks the cheaper. With ``x=None`` the matrix is data-independent (ReLU as the
 identity, MaxPool as AvgPool, as the blog approximates); with ``x`` given it is exact for that
-input: ReLU/LeakyReLU masks, MaxPool as the selection it made, BatchNorm (eval) folded, Dropout
-off, so that ``model(x) == J·x + offset``.
+input: masks and max-pool selections as they fell, BatchNorm (eval) folded, Dropout off.
+
+The same machinery splits ``J``: :func:`kronecker_terms` by channel at a cut (the blog's "sum of
+Kronecker products, one per active channel") and :func:`path_terms` by the number of residual
+branches a path takes.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import torch
-import torch.nn.functional as F
+import torch.fx as fx
 from torch import nn
 
-from kronlib._backward import maxpool_picks, pull_back, record
-from kronlib._validate import ArrayLike, as_float_tensor
+from kronlib._validate import ArrayLike, as_float_tensor, as_index, as_int, as_shape
+from kronlib.graph import Linearisation, TracedModel, linearise, pull_back, push_forward, trace
+from kronlib.rules import Policy, UnsupportedLayerError, rule_for_module, why_unsupported
+from kronlib.rules.combine import Add
+from kronlib.rules.shape import Flatten, Passthrough, View
 
 __all__ = [
     "EffectiveKernels",
+    "KroneckerTerms",
     "UnsupportedLayerError",
     "active_count",
     "affine_output",
     "chain",
     "effective_kernels",
+    "kronecker_terms",
+    "path_terms",
     "prefix",
     "virtual_matrix",
 ]
 
 
-class UnsupportedLayerError(ValueError):
-    """A model or layer that the virtual-matrix engine cannot represent exactly."""
-
-
-_SMOOTH = (nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.ELU, nn.Mish, nn.Hardswish)
-_LINEAR_OR_PIECEWISE = (
-    nn.Conv2d,
-    nn.Linear,
-    nn.Flatten,
-    nn.ReLU,
-    nn.LeakyReLU,
-    nn.MaxPool2d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool2d,
-    nn.Dropout,
-    nn.BatchNorm2d,
-    nn.Identity,
-)
-
-
-def _why_not(layer: nn.Module) -> str | None:
-    """Why the engine cannot represent ``layer``, or None if it can."""
-    if isinstance(layer, _SMOOTH):
-        return (
-            "it is a smooth activation: its derivative is not a 0/1 (or slope) mask, so the "
-            "network is not piecewise linear and has no exact virtual matrix"
-        )
-    if isinstance(layer, nn.BatchNorm2d) and layer.training:
-        return "it is in training mode (batch statistics couple the inputs): call model.eval()"
-    if isinstance(layer, nn.Conv2d) and (layer.groups != 1 or layer.padding_mode != "zeros"):
-        return "only ungrouped convolutions with zero padding are supported"
-    if isinstance(layer, nn.Conv2d) and isinstance(layer.padding, str):
-        return "string paddings ('same'/'valid') are not supported; give the padding as ints"
-    if isinstance(layer, nn.Flatten) and (layer.start_dim != 1 or layer.end_dim != -1):
-        return "only Flatten(start_dim=1, end_dim=-1) is supported"
-    if isinstance(layer, nn.MaxPool2d) and layer.return_indices:
-        return "MaxPool2d(return_indices=True) changes the output type"
-    if not isinstance(layer, _LINEAR_OR_PIECEWISE):
-        return (
-            "it is not a layer of a plain chain (residual blocks, attention and custom modules "
-            "combine several paths or need their own forward); kronlib composes chains only"
-        )
-    return None
-
-
+# -- chains, by name (the book walks LeNet and AlexNet layer by layer) ---------------------------
 def chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The model as an ordered list of ``(name, layer)``, checked layer by layer.
+    """A chain model as an ordered list of ``(name, layer)``, checked layer by layer.
 
     ``nn.Sequential`` models (nested ones are expanded, with dotted names) and models made of
     ``features``, ``avgpool`` and ``classifier`` (torchvision's AlexNet and VGG, whose forward
-    flattens between the last two) are accepted.
+    flattens between the last two) are chains. Other models go through :func:`virtual_matrix`
+    as graphs; this function names the layers of a chain for :func:`prefix`.
 
     Raises:
-        UnsupportedLayerError: naming the first layer that cannot be represented, its position
-            and why.
+        UnsupportedLayerError: for a model that is not a chain, or naming the first layer that
+            cannot be represented, its position and why.
     """
     if isinstance(model, nn.Sequential):
         layers = _expand(model, "")
@@ -111,12 +80,15 @@ def chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
         ]
     else:
         raise UnsupportedLayerError(
-            f"model must be an nn.Sequential or a features/avgpool/classifier model such as "
-            f"torchvision's AlexNet, got {type(model).__name__}: its forward may do more than "
-            "run its layers in order"
+            f"model must be a plain chain (an nn.Sequential, or a features/avgpool/classifier "
+            f"model such as torchvision's AlexNet) to be cut by layer name, got "
+            f"{type(model).__name__}; virtual_matrix and kronecker_terms take any traceable model"
         )
     for position, (name, layer) in enumerate(layers):
-        reason = _why_not(layer)
+        rule = rule_for_module(layer)
+        reason = (
+            why_unsupported("module", layer) if rule is None else rule.from_module(layer).why_not()
+        )
         if reason:
             raise UnsupportedLayerError(
                 f"layer {position} ({name}: {type(layer).__name__}) is not supported: {reason}"
@@ -125,7 +97,7 @@ def chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def prefix(model: nn.Module, layer: str) -> nn.Sequential:
-    """The model cut after ``layer`` (a name from :func:`chain`), as an ``nn.Sequential``.
+    """A chain model cut after ``layer`` (a name from :func:`chain`), as an ``nn.Sequential``.
 
     Raises:
         ValueError: if ``layer`` names no layer of the chain (the message lists the names).
@@ -150,179 +122,116 @@ def _expand(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
     return out
 
 
-# -- forward composition -----------------------------------------------------------------------
-@dataclass
-class _State:
-    """What the forward pass carries: for ``n`` input pixels, ``(n, *shape)`` kernels."""
-
-    kernels: torch.Tensor  # J with the input pixels as the batch axis
-    offset: torch.Tensor  # (1, *shape): the response to a zero input through the same masks
-    value: torch.Tensor | None  # (1, *shape): the activation for x (exact mode only)
+# -- tracing once per model, linearising once per call --------------------------------------------
+_TRACES: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, TracedModel]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def _maxpool_as_avgpool(layer: nn.MaxPool2d) -> nn.AvgPool2d:
-    if layer.dilation not in (1, (1, 1)):
-        raise UnsupportedLayerError(
-            "a dilated MaxPool2d has no AvgPool2d counterpart for the data-independent matrix"
-        )
-    return nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode)
-
-
-def _step(layer: nn.Module, state: _State, exact: bool, maxpool: str = "select") -> _State:
-    J, offset, value = state.kernels, state.offset, state.value
-    if isinstance(layer, nn.Conv2d):
-        kwargs = {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation}
-        J = F.conv2d(J, layer.weight, None, **kwargs)
-        offset = F.conv2d(offset, layer.weight, layer.bias, **kwargs)
-    elif isinstance(layer, nn.Linear):
-        J = J @ layer.weight.T
-        offset = F.linear(offset, layer.weight, layer.bias)
-    elif isinstance(layer, nn.Flatten):
-        J, offset = J.flatten(1), offset.flatten(1)
-    elif isinstance(layer, nn.ReLU | nn.LeakyReLU):
-        if exact:
-            slope = layer.negative_slope if isinstance(layer, nn.LeakyReLU) else 0.0
-            gate = torch.where(value > 0, 1.0, slope).to(J.dtype)
-            J, offset = J * gate, offset * gate
-    elif isinstance(layer, nn.MaxPool2d):
-        if exact and maxpool == "select":
-            _, index = maxpool_picks(layer, value)
-
-            def select(t: torch.Tensor) -> torch.Tensor:
-                flat = t.flatten(2)
-                picked = flat.gather(2, index.flatten(2).expand(t.shape[0], -1, -1))
-                return picked.reshape(t.shape[0], *index.shape[1:])
-
-            J, offset = select(J), select(offset)
-        else:
-            average = _maxpool_as_avgpool(layer)
-            J, offset = average(J), average(offset)
-    elif isinstance(layer, nn.AvgPool2d | nn.AdaptiveAvgPool2d):
-        J, offset = layer(J), layer(offset)
-    elif isinstance(layer, nn.BatchNorm2d):
-        scale = layer.weight / torch.sqrt(layer.running_var + layer.eps)
-        shift = layer.bias - layer.running_mean * scale
-        J = J * scale[:, None, None]
-        offset = offset * scale[:, None, None] + shift[:, None, None]
-    # Dropout (off) and Identity change nothing
-    if exact:
-        value = layer(value) if not isinstance(layer, nn.Dropout) else value
-    return _State(J, offset, value)
-
-
-def _forward(
-    layers, x: torch.Tensor | None, in_shape, dtype, device, exact: bool, maxpool: str = "select"
-) -> _State:
-    n = math.prod(in_shape)
-    basis = torch.eye(n, dtype=dtype, device=device).reshape(n, *in_shape)
-    state = _State(
-        basis, torch.zeros(1, *in_shape, dtype=dtype, device=device), x[None] if exact else None
+def _traced(model: nn.Module) -> TracedModel:
+    """The model's trace, reused while its modules are the same objects."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    key = (
+        type(model),
+        id(model.__dict__.get("forward")),
+        tuple((name, id(m), type(m)) for name, m in model.named_modules(remove_duplicate=False)),
     )
-    for position, (name, layer) in enumerate(layers):
-        try:
-            state = _step(layer, state, exact, maxpool)
-        except RuntimeError as error:
-            raise ValueError(
-                f"an input of shape {tuple(in_shape)} does not fit layer {position} ({name}: "
-                f"{type(layer).__name__}): {error}"
-            ) from None
-    return state
+    cached = _TRACES.get(model)
+    if cached is not None and cached[0] == key:
+        traced = cached[1]
+        hooked = any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+        if not hooked:
+            return traced
+    traced = trace(model)
+    _TRACES[model] = (key, traced)
+    return traced
 
 
-# -- reverse mode --------------------------------------------------------------------------------
-def _linearised(layers) -> nn.Sequential:
-    """The chain with ReLUs as identities and MaxPools as AvgPools (the data-independent map)."""
-    out = []
-    for _, layer in layers:
-        if isinstance(layer, nn.ReLU | nn.LeakyReLU | nn.Dropout):
-            out.append(nn.Identity())
-        elif isinstance(layer, nn.MaxPool2d):
-            out.append(_maxpool_as_avgpool(layer))
-        else:
-            out.append(layer)
-    return nn.Sequential(*out)
+@dataclass(frozen=True)
+class _Point:
+    """Where a model is linearised: the anchor (``x``, or zeros) and how."""
+
+    anchor: torch.Tensor  # in_shape, in the computation's dtype and device
+    exact: bool
 
 
-def _as_sequential(layers) -> nn.Sequential:
-    return nn.Sequential(*[nn.Identity() if isinstance(m, nn.Dropout) else m for _, m in layers])
+def _point(model: nn.Module, x: ArrayLike | None, input_shape: Sequence[int] | None) -> _Point:
+    """Check ``x`` / ``input_shape`` and choose dtype and device.
 
-
-def _linearise_at(net: nn.Sequential, point: torch.Tensor):
-    """One forward pass: the output at ``point`` and a function giving rows of ``J``.
-
-    Returns ``(output, rows)``; ``rows(index)`` gives ``(len(index), *point.shape)`` for flat
-    output indices (all of them for None), pulled back through the transposed layers in one
-    batch (:mod:`kronlib._backward`).
+    The dtype is the wider of ``x``'s and the model's (a float64 ``x`` on a float32 model is
+    computed in float64, the weights converted exactly); the device is the model's.
     """
-    out, pulls = record(list(net), point)
-
-    def rows(index: torch.Tensor | None) -> torch.Tensor:
-        n_out = out.numel()
-        picks = torch.arange(n_out, device=out.device) if index is None else index
-        cotangents = torch.zeros(len(picks), n_out, dtype=out.dtype, device=out.device)
-        cotangents[torch.arange(len(picks)), picks] = 1
-        return pull_back(pulls, cotangents.reshape(len(picks), *out.shape))
-
-    return out, rows
-
-
-# -- public API ----------------------------------------------------------------------------------
-def _check_input(x: ArrayLike | None, input_shape: Sequence[int] | None):
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    model_dtype = parameter.dtype if parameter is not None else torch.float32
+    shape = None if input_shape is None else as_shape(input_shape, "input_shape")
     if x is None:
-        if input_shape is None:
+        if shape is None:
             raise ValueError(
                 "give x (for the exact, data-dependent matrix) or input_shape (for "
                 "the data-independent one); got neither"
             )
-        shape = tuple(int(s) for s in input_shape)
-        return None, shape
+        return _Point(torch.zeros(shape, dtype=model_dtype, device=device), exact=False)
     point = as_float_tensor(x, "x").detach()
     if not bool(torch.isfinite(point).all()):
         raise ValueError(
             "x contains NaN or inf: the virtual matrix is only defined at a finite input"
         )
-    if input_shape is not None and tuple(point.shape) != tuple(input_shape):
-        raise ValueError(
-            f"x has shape {tuple(point.shape)} but input_shape says {tuple(input_shape)}"
-        )
-    return point, tuple(point.shape)
+    if shape is not None and tuple(point.shape) != shape:
+        raise ValueError(f"x has shape {tuple(point.shape)} but input_shape says {shape}")
+    dtype = torch.promote_types(point.dtype, model_dtype)
+    # a copy: nothing the engine does can reach the caller's tensor
+    return _Point(point.to(device=device, dtype=dtype, copy=True), exact=True)
 
 
-def _first_layer_check(layers, shape: tuple[int, ...]) -> None:
-    for name, layer in layers:
-        if isinstance(layer, nn.Conv2d):
-            if len(shape) != 3 or shape[0] != layer.in_channels:
-                raise ValueError(
-                    f"the input must have shape ({layer.in_channels}, H, W) for the first "
-                    f"convolution ({name}), got {shape} (one image, no batch axis)"
-                )
-            return
-        if isinstance(layer, nn.Linear):
-            return
+def _linearise(model: nn.Module, point: _Point, average_maxpool: bool = False) -> Linearisation:
+    return linearise(_traced(model), point.anchor, Policy(point.exact, average_maxpool))
 
 
-def _placement(model: nn.Module, point: torch.Tensor | None) -> tuple[torch.dtype, torch.device]:
-    """The dtype to compute in (the input's, else the model's) and the model's device."""
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    if point is not None:
-        return point.dtype, device
-    return (parameter.dtype if parameter is not None else torch.float32), device
+def _one_hot(index: torch.Tensor, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+    """``(len(index), *shape)`` rows, one 1 each at the flat ``index``."""
+    rows = torch.zeros(len(index), math.prod(shape), dtype=like.dtype, device=like.device)
+    rows[torch.arange(len(index)), index.to(like.device)] = 1
+    return rows.reshape(len(index), *shape)
 
 
-def _output_index(outputs, n_out: int, device) -> torch.Tensor | None:
-    if outputs is None:
-        return None
-    index = torch.as_tensor(
-        [outputs] if isinstance(outputs, int) else list(outputs), dtype=torch.long, device=device
-    )
-    if index.ndim != 1 or index.numel() == 0:
-        raise ValueError(f"outputs must be an int or a non-empty sequence of ints, got {outputs!r}")
-    if int(index.min()) < 0 or int(index.max()) >= n_out:
-        raise ValueError(
-            f"outputs must index the {n_out} outputs (0..{n_out - 1}), got {index.tolist()}"
-        )
-    return index
+def _selection(outputs, value: torch.Tensor) -> torch.Tensor | None:
+    return None if outputs is None else as_index(outputs, "outputs", value[0].numel())
+
+
+def _check_choice(value, name: str, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
+# -- the virtual matrix --------------------------------------------------------------------------
+@overload
+def virtual_matrix(
+    model: nn.Module,
+    x: ArrayLike | None = ...,
+    *,
+    input_shape: Sequence[int] | None = ...,
+    outputs: int | Sequence[int] | ArrayLike | None = ...,
+    bias: Literal[False] = ...,
+    method: str = ...,
+    maxpool: str = ...,
+) -> torch.Tensor: ...
+
+
+@overload
+def virtual_matrix(
+    model: nn.Module,
+    x: ArrayLike | None = ...,
+    *,
+    input_shape: Sequence[int] | None = ...,
+    outputs: int | Sequence[int] | ArrayLike | None = ...,
+    bias: Literal[True],
+    method: str = ...,
+    maxpool: str = ...,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def virtual_matrix(
@@ -330,31 +239,37 @@ def virtual_matrix(
     x: ArrayLike | None = None,
     *,
     input_shape: Sequence[int] | None = None,
-    outputs: int | Sequence[int] | None = None,
+    outputs: int | Sequence[int] | ArrayLike | None = None,
     bias: bool = False,
     method: str = "auto",
     maxpool: str = "select",
 ):
-    """The virtual matrix ``J`` of a plain CNN, data-independent or exact at ``x``.
+    """The virtual matrix ``J`` of a piecewise-linear CNN, data-independent or exact at ``x``.
 
     Args:
-        model: a plain chain (see :func:`chain`); BatchNorm layers must be in eval mode.
-        x: one input, e.g. ``(C, H, W)`` (no batch axis). ``None`` gives the data-independent
-            matrix for inputs of ``input_shape`` (ReLU as identity, MaxPool as AvgPool).
-        input_shape: the input shape when ``x`` is None.
-        outputs: flat indices of the outputs to keep (e.g. the top-5 classes); ``None`` keeps all.
+        model: any model ``torch.fx`` traces into supported operations (see
+            :mod:`kronlib.rules`); BatchNorm layers must be in eval mode.
+        x: one input, e.g. ``(C, H, W)`` (no batch axis), a tensor or numpy array. ``None``
+            gives the data-independent matrix for inputs of ``input_shape`` (ReLU as identity,
+            MaxPool as AvgPool).
+        input_shape: the input shape when ``x`` is None (a sequence of positive ints).
+        outputs: flat indices of the outputs to keep (e.g. the top-5 classes): an int, a
+            sequence, a numpy array or a tensor of ints (``logits.argmax()`` works); ``None``
+            keeps all.
         bias: also return the offset, so that ``model(x) == J·x + offset``.
         method: ``"forward"`` (composition from the input), ``"reverse"`` (from the output) or
-            ``"auto"``
-            (forward when there are fewer input pixels than selected outputs).
+            ``"auto"`` (forward when there are fewer input pixels than selected outputs).
         maxpool: with ``x``, ``"select"`` (exact: the entry each max-pool picked) or
-            ``"average"`` (the blog's approximation, kept for comparison; forward method only).
+            ``"average"`` (the blog's approximation, kept for comparison).
 
     Returns:
         ``J`` of shape ``(*out_shape, *in_shape)``, or ``(len(outputs), *in_shape)`` with
         ``outputs``; with ``bias=True`` the pair ``(J, offset)``, offset shaped like ``J``'s
-        leading axes. The forward method computes the offset by propagating the biases through
-        the same masks; the reverse method as ``model(x) − J·x``.
+        leading axes (the output at the anchor minus ``J·anchor``).
+
+    Raises:
+        UnsupportedLayerError: naming the operation that cannot be represented and why.
+        ValueError, TypeError: naming the argument that is wrong.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3))
@@ -363,54 +278,235 @@ def virtual_matrix(
         >>> torch.allclose(net(x[None])[0], (J * x).sum(dim=(1, 2, 3)) + offset, atol=1e-5)
         True
     """
-    layers = chain(model)
-    point, in_shape = _check_input(x, input_shape)
-    _first_layer_check(layers, in_shape)
-    if method not in ("auto", "forward", "reverse"):
-        raise ValueError(f"method must be 'auto', 'forward' or 'reverse', got {method!r}")
-    if maxpool not in ("select", "average"):
-        raise ValueError(f"maxpool must be 'select' or 'average', got {maxpool!r}")
-    if maxpool == "average" and point is not None:
-        if method == "reverse":
-            raise ValueError(
-                "maxpool='average' with x is an approximation the reverse method cannot compute; "
-                "use method='forward' (or 'auto')"
-            )
-        method = "forward"
-    dtype, device = _placement(model, point)
-    if point is not None:
-        point = point.to(device=device, dtype=dtype)
-    exact = point is not None
-    net = _as_sequential(layers) if exact else _linearised(layers)
-    anchor = point if exact else torch.zeros(in_shape, dtype=dtype, device=device)
-    try:
-        response, rows = _linearise_at(net, anchor)
-    except RuntimeError as error:
-        raise ValueError(f"an input of shape {in_shape} does not fit the model: {error}") from None
-    out_shape, response = tuple(response.shape), response.flatten()
-    n_out, n_in = response.numel(), math.prod(in_shape)
-    index = _output_index(outputs, n_out, device)
-    n_selected = n_out if index is None else index.numel()
+    method = _check_choice(method, "method", ("auto", "forward", "reverse"))
+    maxpool = _check_choice(maxpool, "maxpool", ("select", "average"))
+    if not isinstance(bias, bool):
+        raise TypeError(f"bias must be True or False, got {type(bias).__name__} {bias!r}")
+    point = _point(model, x, input_shape)
+    lin = _linearise(model, point, average_maxpool=maxpool == "average" and point.exact)
+    value = lin.values[lin.output]
+    out_shape, in_shape = tuple(value.shape[1:]), tuple(point.anchor.shape)
+    index = _selection(outputs, value)
+    n_out, n_in = value[0].numel(), point.anchor.numel()
+    n_selected = n_out if index is None else len(index)
     if method == "auto":
         method = "forward" if n_in <= n_selected else "reverse"
-
     if method == "forward":
-        with torch.no_grad():
-            state = _forward(layers, point, in_shape, dtype, device, exact, maxpool)
-        J = state.kernels.reshape(n_in, n_out).T
-        offset = state.offset.reshape(n_out)
+        basis = torch.eye(n_in, dtype=value.dtype, device=value.device).reshape(n_in, *in_shape)
+        J = push_forward(lin, basis, until=lin.output).reshape(n_in, n_out).T
         if index is not None:
-            J, offset = J[index], offset[index]
+            J = J[index.to(J.device)]
     else:
-        J = rows(index).reshape(n_selected, n_in)
-        picked = response if index is None else response[index]
-        offset = picked - J @ anchor.flatten()
+        picks = torch.arange(n_out) if index is None else index
+        J = pull_back(lin, {lin.output: _one_hot(picks, value.shape[1:], value)})
+        J = J.reshape(n_selected, n_in)
+    picked = value.flatten() if index is None else value.flatten()[index.to(value.device)]
+    offset = picked - J @ point.anchor.flatten()
     lead = out_shape if index is None else (n_selected,)
     J = J.reshape(*lead, *in_shape).detach()  # results, not part of anyone's autograd graph
     offset = offset.reshape(lead).detach()
     return (J, offset) if bias else J
 
 
+# -- Kronecker terms at a cut --------------------------------------------------------------------
+@dataclass(frozen=True)
+class KroneckerTerms:
+    """The selected rows of ``J`` split by the channel of a cut they pass through.
+
+    Attributes:
+        cut: the name of the operation the model was cut at.
+        terms: ``(C_cut, n_outputs, *in_shape)``; ``terms[m]`` is the part of the rows that
+            passes through channel ``m`` of the cut. ``terms.sum(0)`` is the rows.
+        active: ``(C_cut,)`` bool: with ``x``, whether channel ``m`` of the cut is non-zero
+            somewhere for this input (an all-off channel's term is exactly zero); without
+            ``x`` (no masks) every channel is active.
+    """
+
+    cut: str
+    terms: torch.Tensor
+    active: torch.Tensor
+
+
+def _dominates(lin: Linearisation, cut: fx.Node) -> bool:
+    """Whether every path from the input to the output passes through ``cut``."""
+    seen, stack = {lin.input}, [lin.input]
+    while stack:
+        node = stack.pop()
+        if node is lin.output:
+            return False
+        for user in node.users:
+            if user is not cut and user not in seen and user in lin.steps:
+                seen.add(user)
+                stack.append(user)
+    return True
+
+
+def kronecker_terms(
+    model: nn.Module,
+    x: ArrayLike | None = None,
+    *,
+    cut: str,
+    outputs: int | Sequence[int] | ArrayLike | None = None,
+    input_shape: Sequence[int] | None = None,
+) -> KroneckerTerms:
+    """Split rows of the virtual matrix by the channel of ``cut`` they pass through.
+
+    With ``G = ∂y/∂h`` (rows, from the output back to the cut ``h``) and ``H = ∂h/∂x``, the rows
+    are ``Σ_m G[:, m] H[m]``: one term per channel ``m`` of the cut. For a stride = kernel
+    composition each term is a Kronecker product (chapter 4); in general it is the part of the
+    rows that flows through channel ``m``.
+
+    Args:
+        model: as for :func:`virtual_matrix`.
+        x: one input, or ``None`` for the data-independent matrix.
+        cut: the name of an operation every path from input to output passes through (a layer
+            of a chain, e.g. ``"conv2"`` or ``"relu2"``; not a layer inside a residual block).
+        outputs: rows to split, as for :func:`virtual_matrix` (default: all outputs).
+        input_shape: the input shape when ``x`` is None.
+
+    Returns:
+        :class:`KroneckerTerms`.
+    """
+    point = _point(model, x, input_shape)
+    lin = _linearise(model, point)
+    node = lin.traced.node(cut, "cut")
+    if node not in lin.steps:
+        raise ValueError(f"cut must name an operation that depends on the input, got {cut!r}")
+    if not _dominates(lin, node):
+        raise ValueError(
+            f"cut {cut!r} does not separate the input from the output: some path (a skip "
+            "connection) goes around it, so its channels cannot carry every term"
+        )
+    cut_value = lin.values[node]
+    if cut_value.ndim < 2:
+        raise ValueError(
+            f"cut {cut!r} has no channel axis (its value has shape {tuple(cut_value.shape)})"
+        )
+    value = lin.values[lin.output]
+    index = _selection(outputs, value)
+    picks = torch.arange(value[0].numel()) if index is None else index
+    n, channels = len(picks), cut_value.shape[1]
+    eye = torch.eye(channels, dtype=value.dtype, device=value.device)
+
+    def split(at: fx.Node, cot: torch.Tensor) -> torch.Tensor:
+        if at is not node:
+            return cot
+        mask = eye.reshape(channels, 1, channels, *(1,) * (cot.ndim - 2))
+        return (cot[None] * mask).reshape(channels * n, *cot.shape[1:])
+
+    rows = pull_back(lin, {lin.output: _one_hot(picks, value.shape[1:], value)}, at=split)
+    terms = rows.reshape(channels, n, *point.anchor.shape).detach()
+    if point.exact:
+        active = cut_value[0].reshape(channels, -1).ne(0).any(dim=1).cpu()
+    else:
+        active = torch.ones(channels, dtype=torch.bool)
+    return KroneckerTerms(cut, terms, active)
+
+
+# -- path terms of residual networks -------------------------------------------------------------
+def _layers_between(lin: Linearisation, start: fx.Node, end: fx.Node) -> int:
+    """The most layers (steps other than reshapes and identities) on a path ``start → end``."""
+    longest: dict[fx.Node, int] = {start: 0}
+    for node in lin.traced.nodes:
+        if node is start or node not in lin.steps:
+            continue
+        step = lin.steps[node]
+        reached = [longest[i] for i in step.inputs if i in longest]
+        if reached:
+            moves_nothing = isinstance(step.rule, Flatten | View | Passthrough)
+            longest[node] = max(reached) + (0 if moves_nothing else 1)
+        if node is end:
+            break
+    return longest[end]
+
+
+def _residual_branches(lin: Linearisation) -> dict[fx.Node, int]:
+    """Each sum of two input-dependent tensors → the index of its branch (not its shortcut).
+
+    At each such sum the shortcut is the addend with fewer layers since the fork (the nearest
+    operation both addends come from): an identity or a 1×1 projection.
+    """
+    branches = {}
+    order = {node: i for i, node in enumerate(lin.traced.nodes)}
+    for node, step in lin.steps.items():
+        if not isinstance(step.rule, Add) or len(step.inputs) != 2:
+            continue
+        a, b = step.inputs
+        common = _upstream(lin, a) & _upstream(lin, b)
+        fork = max(common, key=order.__getitem__)
+        depth = [_layers_between(lin, fork, addend) for addend in (a, b)]
+        if depth[0] == depth[1]:
+            raise UnsupportedLayerError(
+                f"{lin.traced.label(node)} adds two paths with {depth[0]} layers each since "
+                f"they forked at {fork.name}: no shortcut to tell from the branch"
+            )
+        branches[node] = 0 if depth[0] > depth[1] else 1
+    return branches
+
+
+def _upstream(lin: Linearisation, node: fx.Node) -> set[fx.Node]:
+    """``node`` and every input-dependent node it is computed from."""
+    seen, stack = {node}, [node]
+    while stack:
+        current = stack.pop()
+        if current in lin.steps:
+            for source in lin.steps[current].inputs:
+                if source not in seen:
+                    seen.add(source)
+                    stack.append(source)
+    return seen
+
+
+def path_terms(
+    model: nn.Module,
+    x: ArrayLike | None = None,
+    *,
+    outputs: int | Sequence[int] | ArrayLike | None = None,
+    input_shape: Sequence[int] | None = None,
+) -> dict[int, torch.Tensor]:
+    """Split the virtual matrix by how many residual branches a path takes.
+
+    A residual network's ``J`` is a sum over paths: at each residual sum a path takes either the
+    shortcut (the addend with fewer layers since the fork) or the branch. ``J_k`` sums the paths
+    that take exactly ``k`` branches. The rows go back once, carrying a count of branches as
+    an extra batch axis (a polynomial in the number of branches taken), so the cost is that of
+    ``n + 1`` sets of rows for ``n`` residual sums, not ``2^n`` paths.
+
+    Args:
+        model, x, outputs, input_shape: as for :func:`virtual_matrix`.
+
+    Returns:
+        ``{k: J_k}`` for ``k = 0..n``, each shaped like :func:`virtual_matrix`'s ``J`` (the
+        ``J_k`` sum to ``J``); a chain gives ``{0: J}``.
+
+    Raises:
+        UnsupportedLayerError: at a sum whose two addends are equally deep (no shortcut).
+    """
+    point = _point(model, x, input_shape)
+    lin = _linearise(model, point)
+    branches = _residual_branches(lin)
+    value = lin.values[lin.output]
+    index = _selection(outputs, value)
+    picks = torch.arange(value[0].numel()) if index is None else index
+    n, degrees = len(picks), len(branches) + 1
+    seed = value.new_zeros(degrees, n, *value.shape[1:])
+    seed[0] = _one_hot(picks, value.shape[1:], value)
+
+    def count_branch(node: fx.Node, i: int, cot: torch.Tensor) -> torch.Tensor:
+        if branches.get(node) != i:
+            return cot
+        by_degree = cot.reshape(degrees, n, *cot.shape[1:])
+        return torch.cat([torch.zeros_like(by_degree[:1]), by_degree[:-1]]).reshape(cot.shape)
+
+    rows = pull_back(
+        lin, {lin.output: seed.reshape(degrees * n, *value.shape[1:])}, edge=count_branch
+    )
+    lead = tuple(value.shape[1:]) if index is None else (n,)
+    rows = rows.reshape(degrees, *lead, *point.anchor.shape).detach()
+    return {k: rows[k] for k in range(degrees)}
+
+
+# -- effective kernels ---------------------------------------------------------------------------
 def affine_output(J: ArrayLike, x: ArrayLike, offset: ArrayLike | None = None) -> torch.Tensor:
     """``J·x + offset``: the affine map of :func:`virtual_matrix` applied to one input.
 
@@ -491,46 +587,55 @@ def effective_kernels(
     exact for ``x`` (masks and pool selections as they fell) or data-independent without it.
 
     Args:
-        model: a plain chain (see :func:`chain`).
+        model: as for :func:`virtual_matrix`.
         x: one input (no batch axis), or ``None`` for data-independent kernels.
-        layer: the name of a layer in :func:`chain` (e.g. ``"conv1"`` or ``"features.3"``).
+        layer: the name of an operation of the model (e.g. ``"conv1"``, ``"features.3"`` or
+            ``"layer1.0.conv2"``); a wrong name raises a ValueError listing the names.
         input_shape: the input shape when ``x`` is None.
-        max_channels: keep only the first channels (large layers).
+        max_channels: keep only the first channels (large layers): a positive int.
 
     Returns:
         :class:`EffectiveKernels`.
     """
-    cut = prefix(model, layer)
-    point, in_shape = _check_input(x, input_shape)
-    _first_layer_check(chain(cut), in_shape)
-    dtype, device = _placement(model, point)
-    exact = point is not None
-    net = _as_sequential(chain(cut)) if exact else _linearised(chain(cut))
-    anchor = point.to(device, dtype) if exact else torch.zeros(in_shape, dtype=dtype, device=device)
-    activation, rows = _linearise_at(net, anchor)
+    if max_channels is not None:
+        max_channels = as_int(max_channels, "max_channels", minimum=1)
+    point = _point(model, x, input_shape)
+    lin = _linearise(model, point)
+    if layer is None:
+        raise ValueError(
+            f"layer must name an operation of the model, one of {list(lin.traced.names)}"
+        )
+    node = lin.traced.node(layer, "layer")
+    if node not in lin.steps:
+        raise ValueError(f"layer must name an operation that depends on the input, got {layer!r}")
+    activation = lin.values[node][0]
+    if activation.ndim == 0:
+        raise ValueError(f"layer {layer!r} has no channel axis")
     channels = (
         activation.shape[0] if max_channels is None else min(max_channels, activation.shape[0])
     )
+    device = activation.device
     if activation.ndim == 1:
         positions = torch.empty(channels, 0, dtype=torch.long)
         flat = torch.arange(channels, device=device)
     else:
         spatial = activation[:channels].flatten(1)
-        if exact:
+        if point.exact:
             where = spatial.argmax(dim=1)
         else:
             centre = [s // 2 for s in activation.shape[1:]]
-            where = torch.full(
-                (channels,),
-                int(
-                    torch.tensor(centre)
-                    @ torch.tensor(
-                        [math.prod(activation.shape[2 + i :]) for i in range(len(centre))]
-                    )
-                ),
-            )
+            where = torch.full((channels,), _flat_index(centre, activation.shape[1:]))
         positions = torch.stack(torch.unravel_index(where.cpu(), activation.shape[1:]), dim=1)
         flat = torch.arange(channels, device=device) * spatial.shape[1] + where.to(device)
-    kernels = rows(flat).reshape(channels, *in_shape).detach()
-    activations = activation.detach() if exact else None
+    seed = _one_hot(flat.cpu(), activation.shape, activation[None])
+    kernels = pull_back(lin, {node: seed}).reshape(channels, *point.anchor.shape).detach()
+    activations = activation.detach().clone() if point.exact else None
     return EffectiveKernels(layer, positions, activations, kernels)
+
+
+def _flat_index(position: Sequence[int], shape: Sequence[int]) -> int:
+    """Row-major flat index of ``position`` in an array of ``shape``."""
+    flat = 0
+    for p, s in zip(position, shape, strict=True):
+        flat = flat * s + int(p)
+    return flat

@@ -1,0 +1,387 @@
+"""A model as a graph of rules: trace once, linearise at a point, compose either way.
+
+``torch.fx`` symbolic tracing turns a model (a chain, a ResNet, a SqueezeNet, …) into a graph of
+operations. Every operation that depends on the input is bound to its rule
+(:mod:`kronlib.rules`); operations on constants (weights, buffers) are evaluated; shape queries
+(``x.size(0)``) are read off the values. :func:`linearise` runs the graph once at a point and
+keeps each rule's :class:`~kronlib.rules.Linearised`; :func:`pull_back` then sends a batch of rows
+from any node back to the input (the reverse composition) and :func:`push_forward` sends a batch
+of input kernels forward (the Kronecker composition).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from kronlib.rules import (
+    Linearised,
+    Policy,
+    Rule,
+    UnsupportedLayerError,
+    Variable,
+    rule_for_function,
+    rule_for_method,
+    rule_for_module,
+    why_unsupported,
+)
+
+__all__ = [
+    "Linearisation",
+    "Step",
+    "TracedModel",
+    "linearise",
+    "pull_back",
+    "push_forward",
+    "trace",
+]
+
+_META_METHODS = {"size", "dim", "numel", "ndimension", "nelement"}
+_META_FUNCTIONS = {getattr, len, operator.getitem}
+
+
+class _Tracer(fx.Tracer):
+    """Layers with a rule are leaves; torch.nn layers without one stay leaves (to be refused by
+    name); every other module is traced into.
+    """
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if rule_for_module(m) is not None:
+            return True
+        return m.__module__.startswith("torch.nn") and not isinstance(m, nn.Sequential)
+
+
+@dataclass
+class TracedModel:
+    """A traced model: the fx graph and the names a caller may use for its nodes.
+
+    Attributes:
+        module: the ``fx.GraphModule``.
+        nodes: the graph's nodes in order.
+        names: user-facing name → node, for every operation that can depend on the input:
+            a module's dotted name where the module is called once (``"layer1.0.conv1"``), the
+            fx node name otherwise (``"add_3"``, ``"flatten"``).
+    """
+
+    module: fx.GraphModule
+    nodes: list[fx.Node]
+    names: dict[str, fx.Node] = field(default_factory=dict)
+
+    def node(self, name: str, argument: str = "layer") -> fx.Node:
+        """The node called ``name``, or a ValueError listing the names."""
+        if not isinstance(name, str):
+            raise TypeError(f"{argument} must be a layer name (str), got {type(name).__name__}")
+        if name not in self.names:
+            raise ValueError(
+                f"{argument} must name an operation of the model, one of {list(self.names)}; "
+                f"got {name!r}"
+            )
+        return self.names[name]
+
+    def label(self, node: fx.Node) -> str:
+        """``name (what)`` for messages: ``conv1 (Conv2d)``, ``add_1 (add)``."""
+        name = next((k for k, v in self.names.items() if v is node), node.name)
+        if node.op == "call_module":
+            return f"{name} ({type(self.module.get_submodule(node.target)).__name__})"
+        what = getattr(node.target, "__name__", str(node.target))
+        return f"{name} ({what})"
+
+
+def trace(model: nn.Module) -> TracedModel:
+    """Trace ``model`` with ``torch.fx``, refusing what it cannot follow.
+
+    Raises:
+        UnsupportedLayerError: the model cannot be traced (data-dependent control flow), has
+            hooks the engine would not run, or has several inputs or outputs.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    hooked = [
+        name or type(model).__name__
+        for name, m in model.named_modules()
+        if m._forward_hooks or m._forward_pre_hooks
+    ]
+    if hooked:
+        raise UnsupportedLayerError(
+            f"{hooked[0]} has forward hooks, which kronlib would not run: remove them first"
+        )
+    tracer = _Tracer()
+    try:
+        graph = tracer.trace(model)
+    except Exception as error:  # fx raises TraceError, TypeError, … for untraceable code
+        raise UnsupportedLayerError(
+            f"{type(model).__name__} cannot be traced by torch.fx, so kronlib cannot follow its "
+            f"forward ({type(error).__name__}: {error}); data-dependent control flow is the "
+            "usual cause"
+        ) from None
+    gm = fx.GraphModule(tracer.root, graph)
+    nodes = list(gm.graph.nodes)
+    inputs = [n for n in nodes if n.op == "placeholder"]
+    if len(inputs) != 1:
+        raise UnsupportedLayerError(
+            f"the model must take one input tensor, its forward takes {len(inputs)}"
+        )
+    calls: dict[str, list[fx.Node]] = {}
+    for n in nodes:
+        if n.op == "call_module":
+            calls.setdefault(n.target, []).append(n)
+    names: dict[str, fx.Node] = {}
+    for n in nodes:
+        if n.op in ("call_module", "call_function", "call_method"):
+            once = n.op == "call_module" and len(calls[n.target]) == 1
+            names[n.target if once else n.name] = n
+    return TracedModel(gm, nodes, names)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One input-dependent operation at the point: its bound rule, linearisation and inputs."""
+
+    rule: Rule
+    linearised: Linearised
+    inputs: list[fx.Node]
+
+
+@dataclass
+class Linearisation:
+    """A traced model linearised at one point.
+
+    Attributes:
+        traced: the :class:`TracedModel`.
+        values: node → its value at the point (``(1, …)`` tensors for input-dependent nodes).
+        steps: input-dependent tensor node → its :class:`Step`.
+        input: the placeholder node; ``output``: the node the model returns.
+    """
+
+    traced: TracedModel
+    values: dict[fx.Node, Any]
+    steps: dict[fx.Node, Step]
+    input: fx.Node
+    output: fx.Node
+
+
+def _map(value: Any, fn: Callable[[Any], Any]) -> Any:
+    if isinstance(value, tuple | list):
+        return type(value)(_map(v, fn) for v in value)
+    if isinstance(value, dict):
+        return {k: _map(v, fn) for k, v in value.items()}
+    return fn(value)
+
+
+def _flat(value: Any) -> Iterable[Any]:
+    if isinstance(value, tuple | list):
+        for v in value:
+            yield from _flat(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _flat(v)
+    else:
+        yield value
+
+
+def _bind(traced: TracedModel, node: fx.Node, args, kwargs) -> tuple[list[Variable], Rule]:
+    gm = traced.module
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        rule = rule_for_module(module)
+        if rule is None:
+            raise UnsupportedLayerError(
+                f"{traced.label(node)} is not supported: {why_unsupported('module', module)}"
+            )
+        variables = [a for a in _flat((args, kwargs)) if isinstance(a, Variable)]
+        return variables, rule.from_module(module)
+    kind = "function" if node.op == "call_function" else "method"
+    finder = rule_for_function if kind == "function" else rule_for_method
+    rule = finder(node.target)
+    if rule is None:
+        raise UnsupportedLayerError(
+            f"{traced.label(node)} is not supported: {why_unsupported(kind, node.target)}"
+        )
+    try:
+        return rule.from_call(*args, **kwargs)
+    except TypeError as error:
+        raise UnsupportedLayerError(
+            f"{traced.label(node)} is called in a way kronlib does not read: {error}"
+        ) from None
+
+
+def linearise(traced: TracedModel, point: torch.Tensor, policy: Policy) -> Linearisation:
+    """Run the traced model at ``point`` (no batch axis), binding and linearising every step.
+
+    Raises:
+        UnsupportedLayerError: naming the first operation that cannot be represented and why.
+        ValueError: when ``point`` does not fit the model (the operation and torch's reason).
+    """
+    gm = traced.module
+    values: dict[fx.Node, Any] = {}
+    dependent: set[fx.Node] = set()
+    steps: dict[fx.Node, Step] = {}
+    output = placeholder = None
+    with torch.no_grad():
+        for node in traced.nodes:
+            if node.op == "placeholder":
+                placeholder = node
+                values[node] = point[None]
+                dependent.add(node)
+                continue
+            if node.op == "output":
+                output = node.args[0]
+                if not isinstance(output, fx.Node) or output not in dependent:
+                    raise UnsupportedLayerError(
+                        "the model must return one tensor that depends on its input"
+                    )
+                continue
+            if node.op == "get_attr":
+                values[node] = _attribute(gm, node.target)
+                continue
+            uses = [a for a in node.all_input_nodes if a in dependent]
+            args = _map(node.args, lambda a: values[a] if isinstance(a, fx.Node) else a)
+            kwargs = _map(node.kwargs, lambda a: values[a] if isinstance(a, fx.Node) else a)
+            if not uses or _is_meta(node, {placeholder, *steps}):
+                values[node] = _run(gm, node, args, kwargs)
+                if uses:
+                    dependent.add(node)
+                continue
+            # an input-dependent tensor operation: its rule
+            tensor_uses = [a for a in uses if a in steps or a is placeholder]
+            wrapped = {a: Variable(values[a]) for a in tensor_uses}
+            by_id = {id(v): a for a, v in wrapped.items()}
+            args = _map(node.args, lambda a: _arg(a, values, wrapped))
+            kwargs = _map(node.kwargs, lambda a: _arg(a, values, wrapped))
+            variables, rule = _bind(traced, node, args, kwargs)
+            reason = rule.why_not()
+            if reason:
+                raise UnsupportedLayerError(f"{traced.label(node)} is not supported: {reason}")
+            returned = {id(v) for v in variables}
+            ignored = [a for a, v in wrapped.items() if id(v) not in returned]
+            if ignored or not variables:
+                raise UnsupportedLayerError(
+                    f"{traced.label(node)} is not supported: an argument other than its input "
+                    f"depends on the input ({ignored[0].name if ignored else '?'}), so it is "
+                    "not linear in it"
+                )
+            try:
+                lin = rule.linearise([v.value for v in variables], policy)
+            except (RuntimeError, ValueError) as error:
+                shape = tuple(point.shape)
+                raise ValueError(
+                    f"an input of shape {shape} does not fit {traced.label(node)}: {error}"
+                ) from None
+            values[node] = lin.value
+            dependent.add(node)
+            steps[node] = Step(rule, lin, [by_id[id(v)] for v in variables])
+    return Linearisation(traced, values, steps, placeholder, output)
+
+
+def _arg(a: Any, values: dict, wrapped: dict) -> Any:
+    if not isinstance(a, fx.Node):
+        return a
+    return wrapped.get(a, values[a])
+
+
+def _attribute(gm: fx.GraphModule, target: str) -> Any:
+    value: Any = gm
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _is_meta(node: fx.Node, tensors: set[fx.Node]) -> bool:
+    """Shape queries of input-dependent values (``x.size(0)``, ``x.shape[1]``): read off the
+    value, not linearised. Indexing a tensor itself is an operation (and has no rule).
+    """
+    if node.op == "call_method":
+        return node.target in _META_METHODS
+    if node.op == "call_function" and node.target in _META_FUNCTIONS:
+        first = node.args[0] if node.args else None
+        return node.target is not operator.getitem or first not in tensors
+    return False
+
+
+def _run(gm: fx.GraphModule, node: fx.Node, args, kwargs) -> Any:
+    """Evaluate an operation on constants (or a shape query) as the model would."""
+    if node.op == "call_module":
+        return gm.get_submodule(node.target)(*args, **kwargs)
+    if node.op == "call_function":
+        return node.target(*args, **kwargs)
+    obj, *rest = args
+    return getattr(obj, node.target)(*rest, **kwargs)
+
+
+def _accumulate(store: dict, node: fx.Node, cot: torch.Tensor) -> None:
+    store[node] = cot if node not in store else store[node] + cot
+
+
+def pull_back(
+    lin: Linearisation,
+    seeds: dict[fx.Node, torch.Tensor],
+    *,
+    at: Callable[[fx.Node, torch.Tensor], torch.Tensor] | None = None,
+    edge: Callable[[fx.Node, int, torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Send batches of rows back to the input: the reverse composition.
+
+    Args:
+        lin: the model linearised at a point.
+        seeds: node → ``(n, *node_shape)`` rows to start from (one-hot for plain rows).
+        at: optional ``(node, cotangent) → cotangent`` applied to a node's summed rows before
+            they go back through it (kronlib.virtual uses it to split rows by channel at a cut).
+        edge: optional ``(node, i, cotangent) → cotangent`` applied to what goes back to the
+            node's ``i``-th input (kronlib.virtual uses it to count residual branches).
+
+    Returns:
+        ``(n', *in_shape)``: the rows on the input (zero where nothing reaches it).
+    """
+    pending = dict(seeds)
+    batch = next(iter(seeds.values())).shape[0]
+    for node in reversed(lin.traced.nodes):
+        if node not in pending or node is lin.input:
+            continue
+        cot = pending.pop(node)
+        if at is not None:
+            cot = at(node, cot)
+        step = lin.steps[node]
+        for i, (source, back) in enumerate(
+            zip(step.inputs, step.linearised.pullback(cot), strict=True)
+        ):
+            _accumulate(pending, source, back if edge is None else edge(node, i, back))
+        batch = cot.shape[0]
+    if lin.input in pending:
+        return pending[lin.input]
+    shape = lin.values[lin.input].shape[1:]
+    return lin.values[lin.input].new_zeros(batch, *shape)
+
+
+def push_forward(lin: Linearisation, tangents: torch.Tensor, until: fx.Node) -> torch.Tensor:
+    """Send a batch of input kernels forward to ``until``: the Kronecker composition.
+
+    Args:
+        lin: the model linearised at a point.
+        tangents: ``(n, *in_shape)``; the identity basis gives the whole virtual matrix.
+        until: the node to stop at.
+
+    Returns:
+        ``(n, *until_shape)``.
+    """
+    users_left = {node: len(node.users) for node in lin.traced.nodes}
+    carried = {lin.input: tangents}
+    for node in lin.traced.nodes:
+        if node not in lin.steps:
+            continue
+        step = lin.steps[node]
+        carried[node] = step.linearised.forward([carried[source] for source in step.inputs])
+        if node is until:
+            return carried[node]
+        for source in set(step.inputs):
+            users_left[source] -= 1
+            if users_left[source] == 0 and source is not lin.input:
+                carried.pop(source, None)
+    if until is lin.input:
+        return tangents
+    raise ValueError(f"{until.name} is not an input-dependent operation of the model")

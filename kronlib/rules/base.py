@@ -1,0 +1,159 @@
+"""What every rule gives the engine: a layer linearised at one point, both ways.
+
+A *rule* is one small class per layer type (``kronlib.rules.conv.Conv``, …). Bound to one call of
+its layer (a module, or a functional call with its arguments) it says everything the
+virtual-matrix engine needs:
+
+* ``why_not()`` — why this call cannot be represented exactly (``None`` when it can);
+* ``linearise(inputs, policy)`` — the layer at the point ``inputs``: its output there and its
+  linear part as a :class:`Linearised` (forward composition of kernels, reverse pullback of rows);
+  under the data-independent policy the layer is replaced by its stand-in (ReLU → identity,
+  MaxPool → AvgPool) before linearising;
+* ``receptive_field(field)`` — how the layer grows the input region one unit sees.
+
+Tensors carry a leading batch axis: values have batch 1 (one image), tangents and cotangents have
+batch ``n`` (input pixels for the forward composition, selected rows for the reverse one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+__all__ = [
+    "Field",
+    "Linearised",
+    "Policy",
+    "Rule",
+    "UnsupportedLayerError",
+    "Variable",
+    "linear_pullback",
+    "parameter",
+]
+
+
+class UnsupportedLayerError(ValueError):
+    """A model or layer that the virtual-matrix engine cannot represent exactly."""
+
+
+@dataclass(frozen=True, eq=False)
+class Variable:
+    """An argument of a functional call that depends on the network's input.
+
+    The engine hands these to :meth:`Rule.from_call` in place of input-dependent tensors, so that
+    a rule can tell its inputs from its constants; every other argument is a constant.
+    """
+
+    value: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How to linearise: exactly at the input, or the data-independent stand-ins.
+
+    Attributes:
+        exact: ReLU masks and max-pool picks as they fall at the point (``True``), or the
+            data-independent map (ReLU as the identity, MaxPool as AvgPool, ``False``).
+        average_maxpool: with ``exact``, replace the max-pool selection by an average anyway
+            (the blog's approximation, kept for comparison).
+    """
+
+    exact: bool
+    average_maxpool: bool = False
+
+
+@dataclass(frozen=True)
+class Linearised:
+    """One layer at one point: its output there and its linear part.
+
+    Attributes:
+        value: ``(1, *out_shape)``, the layer's output (of its stand-in under a data-independent
+            policy).
+        forward: tangents ``[(n, *in_shape_i)]``, one per variable input (``None`` for an input
+            that carries none) → ``(n, *out_shape)``.
+        pullback: cotangents ``(n, *out_shape)`` → ``[(n, *in_shape_i)]``, one per variable input.
+    """
+
+    value: torch.Tensor
+    forward: Callable[[Sequence[torch.Tensor | None]], torch.Tensor]
+    pullback: Callable[[torch.Tensor], list[torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Field:
+    """Receptive field along one axis: the side ``size`` one unit sees, ``jump`` between units."""
+
+    size: int = 1
+    jump: int = 1
+
+    def grown(self, kernel: int, stride: int, dilation: int = 1) -> Field:
+        """After a sliding window of ``kernel`` taps, ``stride`` and ``dilation``."""
+        return Field(self.size + dilation * (kernel - 1) * self.jump, self.jump * stride)
+
+
+class Rule:
+    """One layer type: subclasses say which modules, functions and methods they stand for.
+
+    Class attributes:
+        modules: the ``nn.Module`` types (exact types, or subclasses that keep their ``forward``).
+        functions: ``torch``/``F``/``operator`` callables met as ``call_function`` in a traced graph.
+        methods: tensor method names met as ``call_method``.
+    """
+
+    modules: ClassVar[tuple[type[nn.Module], ...]] = ()
+    functions: ClassVar[tuple[Callable[..., Any], ...]] = ()
+    methods: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_module(cls, module: nn.Module) -> Rule:
+        """The rule bound to one module (its parameters and settings)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_call(cls, *args: Any, **kwargs: Any) -> tuple[list[Any], Rule]:
+        """The rule bound to a functional call: ``(variable arguments, bound rule)``.
+
+        Input-dependent arguments arrive as :class:`Variable`; the rule returns those it treats
+        as its inputs, in the order :meth:`linearise` receives them (their values). A
+        :class:`Variable` it does not return (a weight that depends on the input, say) makes
+        the engine refuse the call as not linear.
+        """
+        raise NotImplementedError
+
+    def why_not(self) -> str | None:
+        """Why this layer cannot be represented exactly, or ``None``."""
+        return None
+
+    def linearise(self, inputs: Sequence[torch.Tensor], policy: Policy) -> Linearised:
+        """The layer at ``inputs`` (each ``(1, ...)``) under ``policy``."""
+        raise NotImplementedError
+
+    def receptive_field(self, field: Field, input_size: int) -> Field:
+        """The receptive field after this layer (unchanged by default)."""
+        return field
+
+
+def linear_pullback(
+    fn: Callable[[torch.Tensor], torch.Tensor], in_shape: Sequence[int]
+) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+    """The pullback of a *linear* batched map ``fn`` on ``(n, *in_shape)``, by autograd.
+
+    For a linear map the vector-Jacobian product does not depend on the point, so the batch of
+    cotangents goes back in one call at the zero input.
+    """
+
+    def pull(cot: torch.Tensor) -> list[torch.Tensor]:
+        zero = cot.new_zeros(cot.shape[0], *in_shape)
+        _, vjp = torch.func.vjp(fn, zero)
+        return [vjp(cot)[0]]
+
+    return pull
+
+
+def parameter(tensor: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """A layer constant in the computation's dtype and device (no float32 in float64 sums)."""
+    return None if tensor is None else tensor.detach().to(dtype=like.dtype, device=like.device)
