@@ -36,6 +36,7 @@ __all__ = [
     "Linearisation",
     "Step",
     "TracedModel",
+    "affine_offset",
     "linearise",
     "pull_back",
     "push_forward",
@@ -47,7 +48,9 @@ _META_FUNCTIONS = {getattr, len, operator.getitem}
 
 
 class _Tracer(fx.Tracer):
-    """Layers with a rule are leaves; torch.nn layers without one stay leaves (to be refused by
+    """A tracer that stops at the layers kronlib knows.
+
+    Layers with a rule are leaves; torch.nn layers without one stay leaves too (to be refused by
     name); every other module is traced into.
     """
 
@@ -85,12 +88,12 @@ class TracedModel:
         return self.names[name]
 
     def label(self, node: fx.Node) -> str:
-        """``name (what)`` for messages: ``conv1 (Conv2d)``, ``add_1 (add)``."""
+        """How messages name a node: ``layer 'conv1' (Conv2d)``, ``operation 'add_1' (add)``."""
         name = next((k for k, v in self.names.items() if v is node), node.name)
         if node.op == "call_module":
-            return f"{name} ({type(self.module.get_submodule(node.target)).__name__})"
+            return f"layer {name!r} ({type(self.module.get_submodule(node.target)).__name__})"
         what = getattr(node.target, "__name__", str(node.target))
-        return f"{name} ({what})"
+        return f"operation {name!r} ({what})"
 
 
 def trace(model: nn.Module) -> TracedModel:
@@ -117,8 +120,8 @@ def trace(model: nn.Module) -> TracedModel:
     except Exception as error:  # fx raises TraceError, TypeError, … for untraceable code
         raise UnsupportedLayerError(
             f"{type(model).__name__} cannot be traced by torch.fx, so kronlib cannot follow its "
-            f"forward ({type(error).__name__}: {error}); data-dependent control flow is the "
-            "usual cause"
+            f"forward ({type(error).__name__}: {error}); fx needs a forward without "
+            "data-dependent control flow, whose modules are registered as submodules"
         ) from None
     gm = fx.GraphModule(tracer.root, graph)
     nodes = list(gm.graph.nodes)
@@ -164,6 +167,11 @@ class Linearisation:
     steps: dict[fx.Node, Step]
     input: fx.Node
     output: fx.Node
+
+    @property
+    def approximate(self) -> bool:
+        """Whether some step is an approximation (see :attr:`Linearised.exact`)."""
+        return not all(step.linearised.exact for step in self.steps.values())
 
 
 def _map(value: Any, fn: Callable[[Any], Any]) -> Any:
@@ -252,8 +260,8 @@ def linearise(traced: TracedModel, point: torch.Tensor, policy: Policy) -> Linea
             tensor_uses = [a for a in uses if a in steps or a is placeholder]
             wrapped = {a: Variable(values[a]) for a in tensor_uses}
             by_id = {id(v): a for a, v in wrapped.items()}
-            args = _map(node.args, lambda a: _arg(a, values, wrapped))
-            kwargs = _map(node.kwargs, lambda a: _arg(a, values, wrapped))
+            args = _map(node.args, lambda a, w=wrapped: _arg(a, values, w))
+            kwargs = _map(node.kwargs, lambda a, w=wrapped: _arg(a, values, w))
             variables, rule = _bind(traced, node, args, kwargs)
             reason = rule.why_not()
             if reason:
@@ -293,8 +301,10 @@ def _attribute(gm: fx.GraphModule, target: str) -> Any:
 
 
 def _is_meta(node: fx.Node, tensors: set[fx.Node]) -> bool:
-    """Shape queries of input-dependent values (``x.size(0)``, ``x.shape[1]``): read off the
-    value, not linearised. Indexing a tensor itself is an operation (and has no rule).
+    """Whether ``node`` is a shape query (``x.size(0)``, ``x.shape[1]``) of an input value.
+
+    Shape queries are read off the value, not linearised. Indexing a tensor itself is an
+    operation (and has no rule).
     """
     if node.op == "call_method":
         return node.target in _META_METHODS
@@ -347,15 +357,36 @@ def pull_back(
         if at is not None:
             cot = at(node, cot)
         step = lin.steps[node]
-        for i, (source, back) in enumerate(
-            zip(step.inputs, step.linearised.pullback(cot), strict=True)
-        ):
+        backs = step.linearised.pullback(cot)
+        for i, (source, back) in enumerate(zip(step.inputs, backs, strict=True)):
             _accumulate(pending, source, back if edge is None else edge(node, i, back))
         batch = cot.shape[0]
     if lin.input in pending:
         return pending[lin.input]
     shape = lin.values[lin.input].shape[1:]
     return lin.values[lin.input].new_zeros(batch, *shape)
+
+
+def affine_offset(lin: Linearisation, until: fx.Node) -> torch.Tensor:
+    """``(1, *until_shape)``: the constant of the affine map from the input to ``until``.
+
+    Each step adds its own constant (its value minus its linear part applied to its inputs'
+    values); an approximate step (``exact=False``) adds none. For a model of exact steps this is
+    ``value − J·x``; with approximations it is the offset of the approximate map.
+    """
+    offsets = {lin.input: torch.zeros_like(lin.values[lin.input])}
+    for node in lin.traced.nodes:
+        if node not in lin.steps:
+            continue
+        step = lin.steps[node]
+        moved = step.linearised.forward([offsets[i] for i in step.inputs])
+        if step.linearised.exact:
+            at_values = step.linearised.forward([lin.values[i] for i in step.inputs])
+            moved = moved + (lin.values[node] - at_values)
+        offsets[node] = moved
+        if node is until:
+            break
+    return offsets[until]
 
 
 def push_forward(lin: Linearisation, tangents: torch.Tensor, until: fx.Node) -> torch.Tensor:

@@ -17,6 +17,7 @@ from torch import nn
 
 from kronlib._validate import ArrayLike, as_conv_weight, as_float_tensor
 from kronlib.conv import _check_chain, _pair
+from kronlib.rules import Field, UnsupportedLayerError, rule_for_module, why_unsupported
 from kronlib.virtual import prefix, virtual_matrix
 
 __all__ = [
@@ -95,10 +96,11 @@ def apply_carved(
 def receptive_fields(layers: Iterable[tuple[str, nn.Module]], input_size: int) -> dict[str, int]:
     """Side of the input region that one unit of each layer depends on.
 
-    This is the size of the composite kernel up to that layer: ``K ← K + (k − 1)·J`` and
-    ``J ← J·s`` for each convolution or pooling of kernel ``k`` and stride ``s`` (``J`` is the
-    distance, in input pixels, between neighbouring units). Activations keep it; a linear layer
-    sees the whole input.
+    This is the size of the composite kernel up to that layer: ``K ← K + d·(k − 1)·J`` and
+    ``J ← J·s`` for each convolution or pooling of kernel ``k``, dilation ``d`` and stride ``s``
+    (``J`` is the distance, in input pixels, between neighbouring units). Each layer type says
+    how it grows the field in its rule (:mod:`kronlib.rules`); activations keep it; a linear
+    layer sees the whole input.
 
     Args:
         layers: ``(name, module)`` pairs in order, e.g. ``model.named_children()``.
@@ -106,18 +108,20 @@ def receptive_fields(layers: Iterable[tuple[str, nn.Module]], input_size: int) -
 
     Returns:
         name -> receptive-field side, for every layer.
+
+    Raises:
+        UnsupportedLayerError: for a layer type kronlib has no rule for.
     """
-    size, jump, out = 1, 1, {}
+    field, out = Field(), {}
     for name, layer in layers:
-        if isinstance(layer, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d):
-            kernel = _pair(layer.kernel_size, "kernel_size")[0]
-            stride = _pair(layer.stride or kernel, "stride")[0]
-            dilation = _pair(getattr(layer, "dilation", 1), "dilation")[0]
-            size += (dilation * (kernel - 1)) * jump
-            jump *= stride
-        elif isinstance(layer, nn.Linear):
-            size = input_size
-        out[name] = min(size, input_size)
+        rule = rule_for_module(layer)
+        if rule is None:
+            raise UnsupportedLayerError(
+                f"layer {name!r} ({type(layer).__name__}) is not supported: "
+                f"{why_unsupported('module', layer)}"
+            )
+        field = rule.from_module(layer).receptive_field(field, input_size)
+        out[name] = min(field.size, input_size)
     return out
 
 

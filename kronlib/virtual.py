@@ -36,7 +36,15 @@ import torch.fx as fx
 from torch import nn
 
 from kronlib._validate import ArrayLike, as_float_tensor, as_index, as_int, as_shape
-from kronlib.graph import Linearisation, TracedModel, linearise, pull_back, push_forward, trace
+from kronlib.graph import (
+    Linearisation,
+    TracedModel,
+    affine_offset,
+    linearise,
+    pull_back,
+    push_forward,
+    trace,
+)
 from kronlib.rules import Policy, UnsupportedLayerError, rule_for_module, why_unsupported
 from kronlib.rules.combine import Add
 from kronlib.rules.shape import Flatten, Passthrough, View
@@ -300,8 +308,13 @@ def virtual_matrix(
         picks = torch.arange(n_out) if index is None else index
         J = pull_back(lin, {lin.output: _one_hot(picks, value.shape[1:], value)})
         J = J.reshape(n_selected, n_in)
-    picked = value.flatten() if index is None else value.flatten()[index.to(value.device)]
-    offset = picked - J @ point.anchor.flatten()
+    if lin.approximate:
+        # the offset of the approximate map (biases through its own steps), not value − J·x
+        constant = affine_offset(lin, lin.output).flatten()
+        offset = constant if index is None else constant[index.to(constant.device)]
+    else:
+        picked = value.flatten() if index is None else value.flatten()[index.to(value.device)]
+        offset = picked - J @ point.anchor.flatten()
     lead = out_shape if index is None else (n_selected,)
     J = J.reshape(*lead, *in_shape).detach()  # results, not part of anyone's autograd graph
     offset = offset.reshape(lead).detach()
@@ -473,7 +486,10 @@ def path_terms(
     ``n + 1`` sets of rows for ``n`` residual sums, not ``2^n`` paths.
 
     Args:
-        model, x, outputs, input_shape: as for :func:`virtual_matrix`.
+        model: as for :func:`virtual_matrix`.
+        x: one input, or ``None`` for the data-independent matrix.
+        outputs: rows to split, as for :func:`virtual_matrix` (default: all outputs).
+        input_shape: the input shape when ``x`` is None.
 
     Returns:
         ``{k: J_k}`` for ``k = 0..n``, each shaped like :func:`virtual_matrix`'s ``J`` (the

@@ -176,38 +176,25 @@ def test_effective_kernels():
 
 def test_refusals_name_the_layer_and_the_reason():
     x = torch.zeros(1, 6, 6)
-    with pytest.raises(UnsupportedLayerError, match=r"layer 1 \(1: GELU\) .* smooth activation"):
+    with pytest.raises(UnsupportedLayerError, match=r"layer '1' \(GELU\) .* smooth activation"):
         virtual_matrix(nn.Sequential(nn.Conv2d(1, 1, 3), nn.GELU()), x)
     with pytest.raises(UnsupportedLayerError, match=r"SiLU"):
         virtual_matrix(nn.Sequential(nn.Conv2d(1, 1, 3), nn.SiLU()), x)
     training_bn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
-    with pytest.raises(UnsupportedLayerError, match=r"training mode .* call model\.eval"):
+    with pytest.raises(UnsupportedLayerError, match=r"training mode.* call model\.eval"):
         virtual_matrix(training_bn, x)
-
-    class Residual(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(1, 1, 3, padding=1)
-
-        def forward(self, inp):
-            return inp + self.conv(inp)
-
-    with pytest.raises(UnsupportedLayerError, match=r"layer 0 \(0: Residual\) .* plain chain"):
-        virtual_matrix(nn.Sequential(Residual()), x)
-    with pytest.raises(UnsupportedLayerError, match=r"model must be an nn\.Sequential"):
-        virtual_matrix(Residual(), x)
     net = nn.Sequential(nn.Conv2d(1, 1, 3))
-    with pytest.raises(ValueError, match=r"must have shape \(1, H, W\) .* got \(3, 6, 6\)"):
+    with pytest.raises(ValueError, match=r"input of shape \(3, 6, 6\) does not fit layer '0'"):
         virtual_matrix(net, torch.zeros(3, 6, 6))
     with pytest.raises(ValueError, match="x contains NaN or inf"):
         virtual_matrix(net, torch.full((1, 6, 6), float("nan")))
     with pytest.raises(ValueError, match=r"give x .* or input_shape"):
         virtual_matrix(net)
-    with pytest.raises(ValueError, match=r"outputs must index the 16 outputs"):
+    with pytest.raises(ValueError, match=r"outputs must index 16 entries"):
         virtual_matrix(net, x, outputs=[16])
-    with pytest.raises(ValueError, match="method must be 'auto', 'forward' or 'reverse'"):
+    with pytest.raises(ValueError, match="method must be one of 'auto', 'forward', 'reverse'"):
         virtual_matrix(net, x, method="sideways")
-    with pytest.raises(ValueError, match="layer must be one of"):
+    with pytest.raises(ValueError, match="layer must name an operation of the model"):
         effective_kernels(net, x, "conv9")
 
 

@@ -111,7 +111,7 @@ def _keeps_behaviour(module: nn.Module, base: type[nn.Module]) -> bool:
 
 
 def rule_for_module(module: nn.Module) -> type[Rule] | None:
-    """The rule for ``module``'s type, or ``None`` (unsupported, or a subclass with its own code)."""
+    """The rule for ``module``'s type, or ``None`` (unsupported, or a subclass with own code)."""
     for rule in RULES:
         for base in rule.modules:
             if type(module) is base or (
@@ -146,7 +146,7 @@ def why_unsupported(kind: str, target: Any) -> str:
     )
     if smooth:
         return (
-            "it is a smooth non-linearity: its derivative is not a 0/1 (or slope) mask, so the "
+            "it is a smooth activation: its derivative is not a 0/1 (or slope) mask, so the "
             "network is not piecewise linear and has no exact virtual matrix"
         )
     return "it is not an operation kronlib has a rule for (see kronlib.rules)"

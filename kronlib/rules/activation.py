@@ -27,8 +27,10 @@ class Gate(Rule):
     slope: float = 0.0
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """``(1, ...)``: 1 where ``x > 0``, the slope elsewhere, in ``x``'s dtype (the slope is
-        not rounded to float32 in a float64 computation).
+        """``(1, ...)``: 1 where ``x > 0``, the slope elsewhere, in ``x``'s dtype.
+
+        The slope is a Python float made a tensor of ``x``'s dtype, so it is not rounded to
+        float32 in a float64 computation.
         """
         return torch.where(
             x > 0, torch.ones((), dtype=x.dtype), torch.tensor(self.slope, dtype=x.dtype)

@@ -76,11 +76,16 @@ class Linearised:
         forward: tangents ``[(n, *in_shape_i)]``, one per variable input (``None`` for an input
             that carries none) → ``(n, *out_shape)``.
         pullback: cotangents ``(n, *out_shape)`` → ``[(n, *in_shape_i)]``, one per variable input.
+        exact: whether ``value`` is ``forward(inputs)`` plus a constant (the layer's affine map
+            at the point). ``False`` for an approximation (a max-pool read as an average) whose
+            value is still the true one, so that later masks fall as in the model; its own
+            affine map is ``forward`` with no constant.
     """
 
     value: torch.Tensor
     forward: Callable[[Sequence[torch.Tensor | None]], torch.Tensor]
     pullback: Callable[[torch.Tensor], list[torch.Tensor]]
+    exact: bool = True
 
 
 @dataclass(frozen=True)
@@ -99,8 +104,8 @@ class Rule:
     """One layer type: subclasses say which modules, functions and methods they stand for.
 
     Class attributes:
-        modules: the ``nn.Module`` types (exact types, or subclasses that keep their ``forward``).
-        functions: ``torch``/``F``/``operator`` callables met as ``call_function`` in a traced graph.
+        modules: the ``nn.Module`` types (exact types, or subclasses without code of their own).
+        functions: ``torch``/``F``/``operator`` callables met as ``call_function`` nodes.
         methods: tensor method names met as ``call_method``.
     """
 

@@ -19,8 +19,9 @@ from kronlib.rules.base import Linearised, Policy, Rule, parameter
 
 @dataclass(frozen=True, eq=False)
 class BatchNorm(Rule):
-    """Eval-mode batch normalisation: ``scale = γ / sqrt(var + eps)`` per channel (γ = 1 when
-    ``affine=False``).
+    """Eval-mode batch normalisation: ``scale = γ / sqrt(var + eps)`` per channel.
+
+    ``γ = 1`` and ``β = 0`` when ``affine=False``.
     """
 
     running_mean: torch.Tensor | None

@@ -1,5 +1,7 @@
-"""Operations with several inputs or constants: ``a + b`` (residual connections), ``a − b``,
-scaling by a constant, and ``torch.cat`` along channels (Fire and Inception modules).
+"""Operations with several inputs or constants: sums, scalings and concatenations.
+
+``a + b`` (residual connections), ``a − b``, scaling by a constant, and ``torch.cat`` along
+channels (Fire and Inception modules).
 
 The sum is where the paths of a residual network meet: its pullback hands the same rows to each
 input-dependent addend (summed back to an addend's shape where it was broadcast).

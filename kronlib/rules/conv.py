@@ -34,8 +34,11 @@ def _padding(padding, kernel, dilation, stride) -> tuple[int, int, int, int] | N
 
 @dataclass(frozen=True, eq=False)
 class Conv(Rule):
-    """``y = w ⋆ x + b``: the composed kernels are convolved with ``w``; rows go back through the
-    transposed convolution (a flipped-kernel convolution when stride and dilation are 1).
+    """``y = w ⋆ x + b``: the composed kernels are convolved with ``w``.
+
+    Rows go back through the transposed convolution (a flipped-kernel convolution when stride
+    and dilation are 1). Zero, reflect, replicate and circular padding, groups and ``'same'``
+    padding at stride 1 are supported.
     """
 
     weight: torch.Tensor

@@ -1,5 +1,7 @@
-"""Layers that move no value: Flatten / ``torch.flatten`` / ``view`` / ``reshape``, and the
-identities (``nn.Identity``, Dropout at inference, ``contiguous``).
+"""Layers that move no value: reshapes and identities.
+
+Flatten / ``torch.flatten`` / ``view`` / ``reshape``, and the identities (``nn.Identity``,
+Dropout at inference, ``contiguous``).
 """
 
 from __future__ import annotations
