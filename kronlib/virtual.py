@@ -170,6 +170,8 @@ def _point(model: nn.Module, x: ArrayLike | None, input_shape: Sequence[int] | N
     The dtype is the wider of ``x``'s and the model's (a float64 ``x`` on a float32 model is
     computed in float64, the weights converted exactly); the device is the model's.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     model_dtype = parameter.dtype if parameter is not None else torch.float32
