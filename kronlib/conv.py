@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from kronlib._checks import as_pair
 from kronlib._validate import ArrayLike, as_conv_weight, as_float_tensor
 
 __all__ = [
@@ -37,18 +38,11 @@ Pair = tuple[int, int]
 
 
 def _pair(value: Any, name: str, minimum: int = 1) -> Pair:
-    """Return an int or an ``(rows, cols)`` pair as a pair of ints ``>= minimum``, or raise."""
-    items = (value, value) if isinstance(value, int | torch.SymInt) else value
-    try:
-        rows, cols = items
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
-    for item in (rows, cols):
-        if isinstance(item, bool) or not isinstance(item, int):
-            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-        if item < minimum:
-            raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
-    return int(rows), int(cols)
+    """Return an int or an ``(rows, cols)`` pair as a pair of ints ``>= minimum``, or raise.
+
+    Ints may be Python, numpy or 0-d integer torch ints; bools, floats and strings are refused.
+    """
+    return as_pair(value, name, minimum=minimum)
 
 
 def _check_chain(w1: torch.Tensor, w2: torch.Tensor) -> None:

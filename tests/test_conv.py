@@ -1,5 +1,6 @@
 """kronlib.conv against torch's own convolutions (the referee), on random shapes."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -222,3 +223,40 @@ def test_convolution_matrices_are_doubly_block_toeplitz():
     assert not is_doubly_block_toeplitz(_randn(20, 42, seed=1), (6, 7), (4, 5))
     with pytest.raises(ValueError, match=r"M must have shape \(20, 42\)"):
         is_doubly_block_toeplitz(torch.zeros(3, 3), (6, 7), (4, 5))
+
+
+# -- ints from numpy and torch; refusals (validation issue) --------------------------------------
+@pytest.mark.parametrize(
+    "two",
+    [2, np.int64(2), np.int32(2), torch.tensor(2), (np.int64(2), 2), (torch.tensor(2), 2)],
+    ids=repr,
+)
+def test_pair_arguments_accept_numpy_and_0d_torch_ints(two):
+    w = _randn(2, 1, 3, 3, seed=0)
+    expected = conv_matrix(w, (1, 7, 7), stride=2)
+    torch.testing.assert_close(conv_matrix(w, (1, 7, 7), stride=two), expected)
+    assert dilate_kernel(w, two).shape == (2, 1, 5, 5)
+    assert exact_region(8, 3, 3, stride2=two).shape == (2, 2)
+    _, stride, padding = compose(w, _randn(1, 2, 2, 2, seed=1), stride1=two, padding2=two)
+    assert stride == (2, 2) and padding == (4, 4)
+    assert all(type(v) is int for v in (*stride, *padding))
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "message"),
+    [
+        (True, TypeError, "stride must be an int or a pair of ints"),
+        ((2, False), TypeError, "stride must be an int or a pair of ints"),
+        (2.0, TypeError, "stride must be an int or a pair of ints"),
+        (np.float64(2), TypeError, "stride must be an int or a pair of ints"),
+        (torch.tensor(2.0), TypeError, "stride must be an int or a pair of ints"),
+        ("2", TypeError, "stride must be an int or a pair of ints"),
+        ((1, 2, 3), TypeError, r"stride must be an int or a pair of ints \(rows, cols\), got"),
+        (0, ValueError, "stride must be at least 1, got 0"),
+        ((2, np.int64(-1)), ValueError, "stride must be at least 1"),
+    ],
+    ids=repr,
+)
+def test_pair_arguments_refuse_bools_floats_strings_and_negatives(bad, error, message):
+    with pytest.raises(error, match=message):
+        conv_matrix(torch.zeros(1, 1, 2, 2), (1, 5, 5), stride=bad)
