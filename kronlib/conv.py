@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kronlib._checks import as_pair
+from kronlib._checks import as_layer_sequence, as_pair
 from kronlib._validate import ArrayLike, as_conv_weight, as_float_tensor
 
 __all__ = [
@@ -314,8 +314,10 @@ def windows(
 
     Args:
         x: ``(C, H, W)`` or ``(N, C, H, W)``.
-        kernel_sizes: one kernel size per layer (int or pair), innermost first.
-        strides: one stride per layer.
+        kernel_sizes: one kernel size per layer (int or pair), innermost first: a list, tuple,
+            1-D array or ``(layers, 2)`` array. A bare int is refused: ``[5]`` is one layer, and
+            ``(5, 5)`` is two layers, not one 5×5 kernel (write ``[(5, 5)]`` for that).
+        strides: one stride per layer (int or pair), in the same forms.
 
     Returns:
         ``(C, HL·K_h, WL·K_w)`` (with ``N`` first if given), where ``HL × WL`` is the last
@@ -328,6 +330,8 @@ def windows(
     image = as_float_tensor(x, "x")
     if image.ndim not in (3, 4):
         raise ValueError(f"x must be (C, H, W) or (N, C, H, W), got shape {tuple(image.shape)}")
+    kernel_sizes = as_layer_sequence(kernel_sizes, "kernel_sizes")
+    strides = as_layer_sequence(strides, "strides")
     if len(kernel_sizes) != len(strides) or not kernel_sizes:
         raise ValueError(
             f"kernel_sizes and strides must list the same, non-zero number of layers, got "

@@ -260,3 +260,23 @@ def test_pair_arguments_accept_numpy_and_0d_torch_ints(two):
 def test_pair_arguments_refuse_bools_floats_strings_and_negatives(bad, error, message):
     with pytest.raises(error, match=message):
         conv_matrix(torch.zeros(1, 1, 2, 2), (1, 5, 5), stride=bad)
+
+
+def test_windows_wants_one_kernel_size_and_stride_per_layer():
+    x = _randn(1, 13, 13, seed=0)
+    # the docstring promises sequences (one entry per layer); a bare int is refused, not guessed
+    with pytest.raises(TypeError, match=r"kernel_sizes must be a sequence .* \[5\] for one layer"):
+        windows(x, 2, 1)
+    with pytest.raises(TypeError, match=r"strides must be a sequence .* got int 1"):
+        windows(x, [2], 1)
+    with pytest.raises(TypeError, match="kernel_sizes must be a sequence"):
+        windows(x, "55", "11")
+    with pytest.raises(TypeError, match=r"kernel_sizes\[0\] must be an int or a pair"):
+        windows(x, [True], [1])
+    # numpy arrays and tensors of ints are sequences of layers; pairs per layer still work
+    expected = windows(x, [5, 5], [2, 2])
+    torch.testing.assert_close(windows(x, np.array([5, 5]), torch.tensor([2, 2])), expected)
+    torch.testing.assert_close(windows(x, [(5, 5), np.int64(5)], [2, (2, 2)]), expected)
+    torch.testing.assert_close(windows(x, np.array([[5, 5], [5, 5]]), [2, 2]), expected)
+    with pytest.raises(ValueError, match=r"kernel_sizes must list one entry per layer"):
+        windows(x, np.ones((1, 1, 2), dtype=int), [1])
