@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from kronlib._checks import check_finite, check_not_empty
 from kronlib._validate import (
     ArrayLike,
     as_float_tensor,
@@ -45,6 +46,7 @@ def _channel_split(color: str | None, channels: int) -> tuple[int, int]:
 
 def _check_image(A: torch.Tensor, name: str, color: str | None) -> None:
     check_ndim(A, name, (2, 3), _IMAGE_LAYOUT)
+    check_not_empty(A, name)
     if A.ndim == 3 and A.shape[2] != 3:
         raise ValueError(
             f"{name} must have 3 colour channels last, shape (H, W, 3), got shape {tuple(A.shape)}"
@@ -259,10 +261,15 @@ class KronFactorization:
     def error(self, rank: int | None = None) -> float:
         """Relative Frobenius error ``‖A − reconstruct(rank)‖_F / ‖A‖_F`` measured on the image.
 
-        By Eckart–Young it equals ``sqrt(Σ_{i>rank} σ_i²) / ‖A‖_F``.
+        By Eckart–Young it equals ``sqrt(Σ_{i>rank} σ_i²) / ‖A‖_F``. For an all-zero target the
+        ratio would be ``0/0``; it is defined as ``0.0`` there, because the factors are zero and
+        the reconstruction is exact.
         """
         residual = self.target - self.reconstruct(rank)
-        return float(torch.linalg.vector_norm(residual) / torch.linalg.vector_norm(self.target))
+        norm = torch.linalg.vector_norm(self.target)
+        if float(norm) == 0.0:
+            return 0.0
+        return float(torch.linalg.vector_norm(residual) / norm)
 
     def __repr__(self) -> str:
         shape = "×".join(map(str, self.target.shape))
@@ -292,7 +299,14 @@ def nkp(
         color: ``None`` for grayscale; ``"B"`` or ``"C"``: which factor carries the channels.
 
     Returns:
-        A :class:`KronFactorization` whose tensors share ``A``'s device and dtype.
+        A :class:`KronFactorization` whose tensors share ``A``'s device and dtype. An all-zero
+        ``A`` is a valid input: every factor and singular value is zero, and ``error()`` is
+        ``0.0`` (the reconstruction is exact) rather than ``0/0``.
+
+    Raises:
+        ValueError: if ``A`` holds NaN or an infinity (the SVD has no meaning there), is empty,
+            or if a shape, ``rank`` or ``color`` does not fit.
+        TypeError: if ``A`` is not an array or a shape or ``rank`` is not made of ints.
 
     Example:
         >>> A = torch.kron(torch.rand(4, 6), torch.rand(8, 5))
@@ -303,6 +317,7 @@ def nkp(
     """
     image = as_float_tensor(A, "A")
     _check_image(image, "A", color)
+    check_finite(image, "A")
     grid = pair_of_positive_ints(b_shape, "b_shape")
     block = _split_shape(tuple(image.shape[:2]), grid, "b_shape")
     R = rearrange(image, block, color)

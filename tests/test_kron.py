@@ -208,3 +208,33 @@ def test_other_bad_arguments():
         nkp(torch.zeros(3, 3), (0, 3))
     with pytest.raises(ValueError, match=r"R must have shape \(4, 9\)"):
         unrearrange(torch.zeros(4, 8), (2, 2), (3, 3))
+
+
+# -- validation: non-finite, empty and all-zero images; ints from numpy and torch ------------------
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")], ids=str)
+@pytest.mark.parametrize("as_numpy", [False, True], ids=["tensor", "numpy"])
+def test_nkp_refuses_non_finite_images(bad, as_numpy):
+    A = torch.rand(4, 6, dtype=torch.float64)
+    A[1, 2] = bad
+    with pytest.raises(
+        ValueError, match=r"A must be finite, got .* \(the first at index \(1, 2\)\)"
+    ):
+        nkp(A.numpy() if as_numpy else A, (2, 3))
+
+
+def test_nkp_of_an_all_zero_image_is_zero_with_error_zero():
+    fac = nkp(torch.zeros(4, 6), (2, 3), color=None)
+    assert bool((fac.B == 0).all()) and bool((fac.C == 0).all())
+    assert bool((fac.singular_values == 0).all())
+    # 0/0 is defined as 0.0: the (zero) reconstruction is exact
+    for rank in (None, 1, fac.max_rank):
+        assert fac.error(rank) == 0.0
+    colour = nkp(np.zeros((4, 6, 3)), (2, 3), rank=2, color="C")
+    assert colour.error() == 0.0 and colour.error(1) == 0.0
+
+
+def test_nkp_refuses_empty_images():
+    with pytest.raises(ValueError, match=r"A must not be empty, got shape \(0, 4\)"):
+        nkp(torch.zeros(0, 4), (1, 1))
+    with pytest.raises(ValueError, match=r"A must not be empty"):
+        rearrange(torch.zeros(4, 0), (1, 1))
