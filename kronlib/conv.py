@@ -127,7 +127,7 @@ def conv_matrix(
 
 
 def is_doubly_block_toeplitz(
-    M: ArrayLike, input_hw: tuple[int, int], output_hw: tuple[int, int]
+    M: ArrayLike, input_size: tuple[int, int], output_size: tuple[int, int]
 ) -> bool:
     """Whether a one-channel convolution matrix has the doubly block Toeplitz structure.
 
@@ -135,13 +135,19 @@ def is_doubly_block_toeplitz(
     ``(y, r)`` links output row ``y`` to input row ``r``). It is doubly block Toeplitz when each
     block depends only on ``r − y`` and each block is itself Toeplitz (constant along its
     diagonals).
+
+    Args:
+        M: ``(H'·W', H·W)``, for example from :func:`conv_matrix` with one input and one output
+            channel.
+        input_size: ``(H, W)`` of the input (the name :func:`exact_region` uses too).
+        output_size: ``(H', W')`` of the output.
     """
     matrix = as_float_tensor(M, "M")
-    (h, w), (out_h, out_w) = input_hw, output_hw
+    (h, w), (out_h, out_w) = input_size, output_size
     if tuple(matrix.shape) != (out_h * out_w, h * w):
         raise ValueError(
-            f"M must have shape {(out_h * out_w, h * w)} for input {input_hw} and output "
-            f"{output_hw}, got {tuple(matrix.shape)}"
+            f"M must have shape {(out_h * out_w, h * w)} for input_size {input_size} and "
+            f"output_size {output_size}, got {tuple(matrix.shape)}"
         )
     blocks = matrix.reshape(out_h, out_w, h, w).permute(0, 2, 1, 3)  # (y, r, i, j)
     same_along_block_diagonals = all(
@@ -225,8 +231,8 @@ def compose(
 
 def exact_region(
     input_size: int | Pair,
-    kernel1: int | Pair,
-    kernel2: int | Pair,
+    kernel_size1: int | Pair,
+    kernel_size2: int | Pair,
     stride1: int | Pair = 1,
     stride2: int | Pair = 1,
     padding1: int | Pair = 0,
@@ -234,16 +240,25 @@ def exact_region(
 ) -> torch.Tensor:
     """Which outputs of the composed convolution equal the sequential ones exactly.
 
-    Kernel sizes are the dilated ones. An output is exact when every position its ``kernel2``
-    window reads in the intermediate map is either a real position of that map, or a position of
-    ``padding2`` whose layer-1 window misses the image entirely (so layer 1 would have computed
-    zero there too, as the padding says).
+    Kernel sizes are the dilated ones. An output is exact when every position its
+    ``kernel_size2`` window reads in the intermediate map is either a real position of that map,
+    or a position of ``padding2`` whose layer-1 window misses the image entirely (so layer 1 would
+    have computed zero there too, as the padding says).
+
+    Args:
+        input_size: ``(H, W)`` of the input (or one int for a square one).
+        kernel_size1: the first layer's (dilated) kernel size, an int or a pair.
+        kernel_size2: the second layer's (dilated) kernel size.
+        stride1: the first layer's stride.
+        stride2: the second layer's stride.
+        padding1: zero padding of the input.
+        padding2: zero padding of the intermediate map.
 
     Returns:
         A boolean mask of the sequential output's shape ``(H2, W2)``.
     """
     size = _pair(input_size, "input_size")
-    k1, k2 = _pair(kernel1, "kernel1"), _pair(kernel2, "kernel2")
+    k1, k2 = _pair(kernel_size1, "kernel_size1"), _pair(kernel_size2, "kernel_size2")
     s1, s2 = _pair(stride1, "stride1"), _pair(stride2, "stride2")
     p1 = _pair(padding1, "padding1", minimum=0)
     p2 = _pair(padding2, "padding2", minimum=0)

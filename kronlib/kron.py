@@ -283,7 +283,7 @@ class KronFactorization:
 
 def nkp(
     A: ArrayLike,
-    b_shape: tuple[int, int],
+    grid_shape: tuple[int, int],
     rank: int | None = None,
     color: str | None = None,
 ) -> KronFactorization:
@@ -292,7 +292,7 @@ def nkp(
     Args:
         A: image ``(H, W)``, or ``(H, W, 3)`` with ``color`` given. Tensor (any device) or numpy
             array; float32/float64 are kept, integer images become float32.
-        b_shape: ``(m1, n1)``, the shape of each ``B_i``; it must divide ``(H, W)``, and ``C_i``
+        grid_shape: ``(m1, n1)``, the shape of each ``B_i``; it must divide ``(H, W)``, and ``C_i``
             then has shape ``(H // m1, W // n1)``.
         rank: number of modes to keep, ``1..max_rank`` where ``max_rank`` is the smaller side of
             the rearranged matrix; ``None`` keeps them all.
@@ -318,8 +318,8 @@ def nkp(
     image = as_float_tensor(A, "A")
     _check_image(image, "A", color)
     check_finite(image, "A")
-    grid = pair_of_positive_ints(b_shape, "b_shape")
-    block = _split_shape(tuple(image.shape[:2]), grid, "b_shape")
+    grid = pair_of_positive_ints(grid_shape, "grid_shape")
+    block = _split_shape(tuple(image.shape[:2]), grid, "grid_shape")
     R = rearrange(image, block, color)
     U, S, Vh = torch.linalg.svd(R, full_matrices=False)
     keep = S.shape[0] if rank is None else check_rank(rank, S.shape[0])

@@ -29,24 +29,25 @@ __all__ = [
 
 @dataclass(frozen=True)
 class LayerSVD:
-    """Thin SVD of a conv layer's matrix ``W`` ``(C_out, C_in·kh·kw) = U diag(S) Vh``.
+    """Thin SVD of a conv layer's matrix ``W`` ``(C_out, C_in·kh·kw) = U diag(σ) Vh``.
 
     Attributes:
         U: ``(C_out, r)``, output-channel directions.
-        S: ``(r,)``, singular values, descending.
+        singular_values: ``(r,)``, the ``σ_i``, descending (the name
+            :class:`kronlib.kron.KronFactorization` uses too).
         Vh: ``(r, C_in·kh·kw)``, eigenfilters as rows.
         kernel_shape: ``(C_in, kh, kw)``, to reshape eigenfilters.
     """
 
     U: torch.Tensor
-    S: torch.Tensor
+    singular_values: torch.Tensor
     Vh: torch.Tensor
     kernel_shape: tuple[int, int, int]
 
     @property
     def matrix(self) -> torch.Tensor:
-        """``U diag(S) Vh``, which equals the layer's matrix ``W``."""
-        return (self.U * self.S) @ self.Vh
+        """``U diag(σ) Vh``, which equals the layer's matrix ``W``."""
+        return (self.U * self.singular_values) @ self.Vh
 
     def eigenfilters(self) -> torch.Tensor:
         """Rows of ``Vh`` as filters: ``(r, C_in, kh, kw)``."""
@@ -54,7 +55,7 @@ class LayerSVD:
 
     def energy(self) -> torch.Tensor:
         """Share of ``‖W‖_F² = Σ σ²`` in the first ``1, 2, …, r`` components: ``(r,)``."""
-        squares = self.S.square()
+        squares = self.singular_values.square()
         return squares.cumsum(0) / squares.sum()
 
     def components_for(self, fraction: float) -> int:
@@ -64,17 +65,18 @@ class LayerSVD:
         reached = self.energy() >= fraction - 1e-12
         return int(torch.nonzero(reached)[0]) + 1
 
-    def low_rank(self, k: int) -> torch.Tensor:
-        """The layer's weight rebuilt from ``k`` components: ``(C_out, C_in, kh, kw)``."""
-        if not 1 <= k <= self.S.shape[0]:
-            raise ValueError(f"k must be between 1 and {self.S.shape[0]}, got {k}")
-        W_k = (self.U[:, :k] * self.S[:k]) @ self.Vh[:k]
+    def low_rank(self, rank: int) -> torch.Tensor:
+        """The layer's weight rebuilt from ``rank`` components: ``(C_out, C_in, kh, kw)``."""
+        r = self.singular_values.shape[0]
+        if not 1 <= rank <= r:
+            raise ValueError(f"rank must be between 1 and {r}, got {rank}")
+        W_k = (self.U[:, :rank] * self.singular_values[:rank]) @ self.Vh[:rank]
         return W_k.reshape(-1, *self.kernel_shape)
 
-    def error(self, k: int) -> float:
-        """Relative Frobenius error of the rank-``k`` weight: ``sqrt(Σ_{i>k} σ²) / ‖W‖_F``."""
+    def error(self, rank: int) -> float:
+        """Relative Frobenius error of the rank-``rank`` weight: ``sqrt(Σ_{i>rank} σ²) / ‖W‖_F``."""
         W = self.matrix
-        W_k = self.low_rank(k).reshape(W.shape)
+        W_k = self.low_rank(rank).reshape(W.shape)
         return float(torch.linalg.matrix_norm(W - W_k) / torch.linalg.matrix_norm(W))
 
 
@@ -82,14 +84,14 @@ def layer_svd(weight: ArrayLike) -> LayerSVD:
     """SVD of a conv weight ``(C_out, C_in, kh, kw)`` reshaped to ``(C_out, C_in·kh·kw)``."""
     w = as_conv_weight(weight, "weight").detach()
     U, S, Vh = torch.linalg.svd(w.reshape(w.shape[0], -1), full_matrices=False)
-    return LayerSVD(U, S, Vh, tuple(w.shape[1:]))
+    return LayerSVD(U=U, singular_values=S, Vh=Vh, kernel_shape=tuple(w.shape[1:]))
 
 
 def im2col_forward(x: ArrayLike, svd: LayerSVD) -> torch.Tensor:
     """A bias-free, stride-1 convolution computed in SVD coordinates, patch by patch.
 
     Every patch ``p`` (a column of ``unfold(x)``) goes through ``z = Vh p`` (coordinates in the
-    eigenfilter basis), ``s = S ⊙ z`` (scaling), ``y = U s`` (output channels).
+    eigenfilter basis), ``s = σ ⊙ z`` (scaling), ``y = U s`` (output channels).
 
     Args:
         x: ``(N, C_in, H, W)``.
@@ -106,7 +108,7 @@ def im2col_forward(x: ArrayLike, svd: LayerSVD) -> torch.Tensor:
     _, kh, kw = svd.kernel_shape
     patches = F.unfold(images, (kh, kw))  # (N, C_in·kh·kw, L)
     z = svd.Vh @ patches
-    s = svd.S[:, None] * z
+    s = svd.singular_values[:, None] * z
     y = svd.U @ s
     out_h, out_w = images.shape[2] - kh + 1, images.shape[3] - kw + 1
     return y.reshape(images.shape[0], -1, out_h, out_w)

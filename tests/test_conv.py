@@ -280,3 +280,10 @@ def test_windows_wants_one_kernel_size_and_stride_per_layer():
     torch.testing.assert_close(windows(x, np.array([[5, 5], [5, 5]]), [2, 2]), expected)
     with pytest.raises(ValueError, match=r"kernel_sizes must list one entry per layer"):
         windows(x, np.ones((1, 1, 2), dtype=int), [1])
+
+
+def test_spatial_sizes_and_kernel_sizes_have_one_name_each():
+    M = conv_matrix(_randn(1, 1, 3, 3, seed=0), (1, 6, 7))
+    assert is_doubly_block_toeplitz(M, input_size=(6, 7), output_size=(4, 5))
+    mask = exact_region(input_size=9, kernel_size1=3, kernel_size2=3, padding2=1)
+    assert mask.shape == (7, 7)

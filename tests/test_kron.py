@@ -164,7 +164,7 @@ def test_device_is_kept(device):
 def test_block_shape_must_divide_the_image():
     with pytest.raises(ValueError, match=r"block_shape \(7, 5\) must divide the image shape"):
         rearrange(torch.zeros(20, 30), (7, 5))
-    with pytest.raises(ValueError, match=r"b_shape \(3, 4\) must divide .* 20 pixels"):
+    with pytest.raises(ValueError, match=r"grid_shape \(3, 4\) must divide .* 20 pixels"):
         nkp(torch.zeros(20, 30), (3, 4))
 
 
@@ -202,9 +202,9 @@ def test_other_bad_arguments():
         nkp([[1.0, 2.0]], (1, 1))
     with pytest.raises(TypeError, match="A must be real"):
         nkp(torch.zeros(2, 2, dtype=torch.complex64), (1, 1))
-    with pytest.raises(TypeError, match=r"b_shape must be a pair \(rows, cols\), got 3"):
+    with pytest.raises(TypeError, match=r"grid_shape must be a pair \(rows, cols\), got 3"):
         nkp(torch.zeros(3, 3), 3)
-    with pytest.raises(ValueError, match="b_shape must hold two positive ints"):
+    with pytest.raises(ValueError, match="grid_shape must hold two positive ints"):
         nkp(torch.zeros(3, 3), (0, 3))
     with pytest.raises(ValueError, match=r"R must have shape \(4, 9\)"):
         unrearrange(torch.zeros(4, 8), (2, 2), (3, 3))
@@ -238,3 +238,11 @@ def test_nkp_refuses_empty_images():
         nkp(torch.zeros(0, 4), (1, 1))
     with pytest.raises(ValueError, match=r"A must not be empty"):
         rearrange(torch.zeros(4, 0), (1, 1))
+
+
+def test_the_shape_of_b_is_called_grid_shape_everywhere():
+    A = torch.rand(4, 6, dtype=torch.float64)
+    fac = nkp(A, grid_shape=(2, 3), rank=1)
+    assert fac.grid_shape == (2, 3) and fac.block_shape == (2, 2)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'b_shape'"):
+        nkp(A, b_shape=(2, 3))

@@ -85,14 +85,15 @@ def test_layer_svd_identities():
     w = TinyConvNet().conv2.weight.detach().double()
     svd = layer_svd(w)
     torch.testing.assert_close(svd.matrix, w.reshape(16, -1))
-    assert torch.isclose(svd.S.square().sum(), w.square().sum())  # Frobenius identity
+    assert torch.isclose(svd.singular_values.square().sum(), w.square().sum())  # Frobenius identity
     assert svd.eigenfilters().shape == (16, 8, 3, 3)
     assert svd.energy()[-1] == pytest.approx(1.0)
     assert svd.components_for(1.0) == 16 and svd.components_for(1e-9) == 1
     for k in (1, 5, 16):
-        tail = float(svd.S[k:].square().sum().sqrt() / svd.S.square().sum().sqrt())
+        sigma = svd.singular_values
+        tail = float(sigma[k:].square().sum().sqrt() / sigma.square().sum().sqrt())
         assert svd.error(k) == pytest.approx(tail, abs=1e-12)
-    with pytest.raises(ValueError, match="k must be between 1 and 16, got 17"):
+    with pytest.raises(ValueError, match="rank must be between 1 and 16, got 17"):
         svd.low_rank(17)
 
 
@@ -152,3 +153,10 @@ def test_numerical_rank_edge_cases_and_errors():
     assert numerical_rank(torch.tensor([2.0, 1e-3]), rtol=1e-2) == 1
     with pytest.raises(ValueError, match="singular_values must be 1-D"):
         numerical_rank(torch.ones(2, 2))
+
+
+def test_layer_svd_names_match_kron_factorization():
+    svd = layer_svd(_randn(4, 2, 3, 3, seed=0))
+    assert svd.singular_values.shape == (4,) and not hasattr(svd, "S")
+    torch.testing.assert_close(svd.low_rank(rank=4), _randn(4, 2, 3, 3, seed=0))
+    assert svd.error(rank=4) == pytest.approx(0.0, abs=1e-12)
