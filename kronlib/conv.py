@@ -18,8 +18,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kronlib._checks import as_layer_sequence, as_pair
-from kronlib._validate import ArrayLike, as_conv_weight, as_float_tensor
+from kronlib._checks import as_layer_sequence, as_pair, check_not_empty
+from kronlib._validate import ArrayLike, as_conv_weight, as_float_tensor, as_int, as_shape
 
 __all__ = [
     "compose",
@@ -43,6 +43,13 @@ def _pair(value: Any, name: str, minimum: int = 1) -> Pair:
     Ints may be Python, numpy or 0-d integer torch ints; bools, floats and strings are refused.
     """
     return as_pair(value, name, minimum=minimum)
+
+
+def _weight(value: Any, name: str) -> torch.Tensor:
+    """A conv weight ``(C_out, C_in, kh, kw)`` with no zero-length axis, or raise."""
+    w = as_conv_weight(value, name)
+    check_not_empty(w, name)
+    return w
 
 
 def _check_chain(w1: torch.Tensor, w2: torch.Tensor) -> None:
@@ -75,7 +82,8 @@ def conv_matrix(
 
     Args:
         weight: ``(C_out, C_in, kh, kw)``.
-        input_shape: ``(C_in, H, W)``.
+        input_shape: ``(C_in, H, W)``, positive ints (a tuple, list, ``torch.Size``, 1-D array or
+            tensor).
         stride: as in :func:`torch.nn.functional.conv2d`, an int or a pair.
         padding: zero padding, an int or a pair.
         dilation: spacing between kernel taps, an int or a pair.
@@ -89,11 +97,13 @@ def conv_matrix(
         >>> conv_matrix(w, (1, 3, 3)).shape
         torch.Size([8, 9])
     """
-    w = as_conv_weight(weight, "weight")
-    try:
-        channels, height, width = (int(s) for s in input_shape)
-    except (TypeError, ValueError):
-        raise TypeError(f"input_shape must be (C_in, H, W), got {input_shape!r}") from None
+    w = _weight(weight, "weight")
+    if isinstance(input_shape, torch.Tensor) and input_shape.ndim == 1:
+        input_shape = list(input_shape)
+    shape = as_shape(input_shape, "input_shape")
+    if len(shape) != 3:
+        raise TypeError(f"input_shape must be (C_in, H, W), got {input_shape!r}")
+    channels, height, width = shape
     c_out, c_in, kh, kw = w.shape
     if channels != c_in:
         raise ValueError(
@@ -139,15 +149,17 @@ def is_doubly_block_toeplitz(
     Args:
         M: ``(H'·W', H·W)``, for example from :func:`conv_matrix` with one input and one output
             channel.
-        input_size: ``(H, W)`` of the input (the name :func:`exact_region` uses too).
-        output_size: ``(H', W')`` of the output.
+        input_size: ``(H, W)`` of the input, or one int for a square one (the name
+            :func:`exact_region` uses too).
+        output_size: ``(H', W')`` of the output, or one int.
     """
     matrix = as_float_tensor(M, "M")
-    (h, w), (out_h, out_w) = input_size, output_size
+    h, w = _pair(input_size, "input_size")
+    out_h, out_w = _pair(output_size, "output_size")
     if tuple(matrix.shape) != (out_h * out_w, h * w):
         raise ValueError(
-            f"M must have shape {(out_h * out_w, h * w)} for input_size {input_size} and "
-            f"output_size {output_size}, got {tuple(matrix.shape)}"
+            f"M must have shape {(out_h * out_w, h * w)} for input_size {(h, w)} and "
+            f"output_size {(out_h, out_w)}, got {tuple(matrix.shape)}"
         )
     blocks = matrix.reshape(out_h, out_w, h, w).permute(0, 2, 1, 3)  # (y, r, i, j)
     same_along_block_diagonals = all(
@@ -165,7 +177,7 @@ def dilate_kernel(weight: ArrayLike, dilation: int | Pair) -> torch.Tensor:
     ``(C_out, C_in, kh, kw)`` -> ``(C_out, C_in, d·(kh−1)+1, d·(kw−1)+1)``; a convolution with
     the result at dilation 1 equals the original at ``dilation``.
     """
-    w = as_conv_weight(weight, "weight")
+    w = _weight(weight, "weight")
     dh, dw = _pair(dilation, "dilation")
     c_out, c_in, kh, kw = w.shape
     dense = w.new_zeros(c_out, c_in, dh * (kh - 1) + 1, dw * (kw - 1) + 1)
@@ -215,7 +227,7 @@ def compose(
         >>> tuple(w.shape), stride, padding
         ((2, 3, 7, 7), (2, 2), (0, 0))
     """
-    a, b = as_conv_weight(w1, "w1"), as_conv_weight(w2, "w2")
+    a, b = _weight(w1, "w1"), _weight(w2, "w2")
     _check_chain(a, b)
     s1, s2 = _pair(stride1, "stride1"), _pair(stride2, "stride2")
     p1 = _pair(padding1, "padding1", minimum=0)
@@ -262,10 +274,18 @@ def exact_region(
     s1, s2 = _pair(stride1, "stride1"), _pair(stride2, "stride2")
     p1 = _pair(padding1, "padding1", minimum=0)
     p2 = _pair(padding2, "padding2", minimum=0)
+    mids = [_output_size(size[axis], k1[axis], s1[axis], p1[axis], 1) for axis in range(2)]
+    outs = [_output_size(mids[axis], k2[axis], s2[axis], p2[axis], 1) for axis in range(2)]
+    if min(mids) < 1 or min(outs) < 1:
+        raise ValueError(
+            f"input_size {size} is smaller than the kernel: with kernel_size1 {k1}, stride1 "
+            f"{s1}, padding1 {p1} the intermediate map is {mids[0]}×{mids[1]}, and with "
+            f"kernel_size2 {k2}, stride2 {s2}, padding2 {p2} the output is {outs[0]}×{outs[1]}; "
+            "both need at least one pixel"
+        )
     per_axis = []
     for axis in range(2):
-        mid = _output_size(size[axis], k1[axis], s1[axis], p1[axis], 1)
-        out = _output_size(mid, k2[axis], s2[axis], p2[axis], 1)
+        mid, out = mids[axis], outs[axis]
 
         def reads_zero(u: int, axis: int = axis) -> bool:
             start = u * s1[axis] - p1[axis]  # layer 1's window at intermediate position u
@@ -278,7 +298,7 @@ def exact_region(
                         0 <= u < mid or reads_zero(u)
                         for u in range(y * s2[axis] - p2[axis], y * s2[axis] - p2[axis] + k2[axis])
                     )
-                    for y in range(max(out, 0))
+                    for y in range(out)
                 ],
                 dtype=torch.bool,
             )
@@ -306,7 +326,7 @@ def kron_kernel(w1: ArrayLike, w2: ArrayLike) -> torch.Tensor:
         >>> torch.allclose(kron_kernel(w1, w2)[0, 0], torch.kron(w2[0, 0], w1[0, 0]))
         True
     """
-    a, b = as_conv_weight(w1, "w1"), as_conv_weight(w2, "w2")
+    a, b = _weight(w1, "w1"), _weight(w2, "w2")
     _check_chain(a, b)
     dtype = torch.promote_types(a.dtype, b.dtype)
     c2, _, k2h, k2w = b.shape
@@ -387,6 +407,7 @@ def full_conv(x: ArrayLike, w: ArrayLike) -> torch.Tensor:
     for name, t in (("x", a), ("w", b)):
         if t.ndim != 2:
             raise ValueError(f"{name} must be 2-D (H, W), got shape {tuple(t.shape)}")
+        check_not_empty(t, name)
     dtype = torch.promote_types(a.dtype, b.dtype)
     kh, kw = b.shape
     flipped = b.to(dtype).flip(0, 1)[None, None]
@@ -395,13 +416,15 @@ def full_conv(x: ArrayLike, w: ArrayLike) -> torch.Tensor:
 
 def flatten_filters(weight: ArrayLike) -> torch.Tensor:
     """Filters as the columns of a matrix: ``(C_out, C_in, kh, kw)`` -> ``(C_in·kh·kw, C_out)``."""
-    w = as_conv_weight(weight, "weight")
+    w = _weight(weight, "weight")
     return w.reshape(w.shape[0], -1).T
 
 
 def unflatten_filters(matrix: ArrayLike, in_channels: int, kernel_size: int | Pair) -> torch.Tensor:
     """Inverse of :func:`flatten_filters`: ``(C_in·kh·kw, C_out)`` -> ``(C_out, C_in, kh, kw)``."""
     m = as_float_tensor(matrix, "matrix")
+    check_not_empty(m, "matrix")
+    in_channels = as_int(in_channels, "in_channels", minimum=1)
     kh, kw = _pair(kernel_size, "kernel_size")
     if m.ndim != 2 or m.shape[0] != in_channels * kh * kw:
         raise ValueError(

@@ -287,3 +287,51 @@ def test_spatial_sizes_and_kernel_sizes_have_one_name_each():
     assert is_doubly_block_toeplitz(M, input_size=(6, 7), output_size=(4, 5))
     mask = exact_region(input_size=9, kernel_size1=3, kernel_size2=3, padding2=1)
     assert mask.shape == (7, 7)
+
+
+def test_shapes_and_counts_refuse_bools_floats_and_empty_arrays():
+    w = _randn(2, 1, 3, 3, seed=0)
+    with pytest.raises(TypeError, match=r"input_shape \(each size\) must be an int, got float"):
+        conv_matrix(w, (1, 5.7, 5))
+    with pytest.raises(TypeError, match=r"input_shape \(each size\) must be an int, got bool"):
+        conv_matrix(w, (True, 5, 5))
+    with pytest.raises(ValueError, match=r"input_shape \(each size\) must be an int ≥ 1, got 0"):
+        conv_matrix(w, (1, 0, 5))
+    torch.testing.assert_close(conv_matrix(w, torch.tensor([1, 5, 5])), conv_matrix(w, (1, 5, 5)))
+    torch.testing.assert_close(conv_matrix(w, np.array([1, 5, 5])), conv_matrix(w, (1, 5, 5)))
+    for empty in (torch.zeros(0, 1, 3, 3), torch.zeros(2, 1, 0, 3)):
+        with pytest.raises(ValueError, match="weight must not be empty"):
+            conv_matrix(empty, (1, 5, 5))
+        with pytest.raises(ValueError, match="weight must not be empty"):
+            flatten_filters(empty)
+    with pytest.raises(ValueError, match="w1 must not be empty"):
+        kron_kernel(torch.zeros(0, 1, 2, 2), torch.zeros(1, 0, 2, 2))
+    with pytest.raises(TypeError, match=r"input_size must be an int or a pair .* got \(6\.0, 7\)"):
+        is_doubly_block_toeplitz(torch.zeros(20, 42), (6.0, 7), (4, 5))
+    with pytest.raises(TypeError, match="output_size must be an int or a pair"):
+        is_doubly_block_toeplitz(torch.zeros(1, 1), (1, 1), (True, 1))
+    assert is_doubly_block_toeplitz(conv_matrix(w[:1], (1, 5, 5)), 5, 3)
+    with pytest.raises(ValueError, match=r"input_size \(2, 2\) is smaller than the kernel"):
+        exact_region(2, 3, 3)
+    with pytest.raises(ValueError, match=r"input_size \(4, 4\) is smaller than the kernel"):
+        exact_region(4, 3, 3)  # the intermediate map is 2×2, smaller than kernel_size2
+    with pytest.raises(ValueError, match=r"x must not be empty"):
+        full_conv(torch.zeros(0, 3), torch.ones(2, 2))
+    with pytest.raises(ValueError, match=r"w must not be empty"):
+        full_conv(torch.ones(3, 3), torch.ones(0, 2))
+
+
+def test_unflatten_filters_checks_in_channels():
+    matrix = flatten_filters(_randn(5, 2, 3, 3, seed=0))
+    with pytest.raises(TypeError, match="in_channels must be an int, got bool True"):
+        unflatten_filters(matrix, True, 3)
+    with pytest.raises(TypeError, match=r"in_channels must be an int, got float 2\.0"):
+        unflatten_filters(matrix, 2.0, 3)
+    with pytest.raises(TypeError, match="in_channels must be an int, got str"):
+        unflatten_filters(matrix, "2", 3)
+    with pytest.raises(ValueError, match="in_channels must be an int ≥ 1, got -2"):
+        unflatten_filters(matrix, -2, 3)
+    with pytest.raises(ValueError, match="matrix must not be empty"):
+        unflatten_filters(torch.zeros(18, 0), 2, 3)
+    expected = unflatten_filters(matrix, 2, 3)
+    torch.testing.assert_close(unflatten_filters(matrix, np.int64(2), torch.tensor(3)), expected)

@@ -246,3 +246,36 @@ def test_the_shape_of_b_is_called_grid_shape_everywhere():
     assert fac.grid_shape == (2, 3) and fac.block_shape == (2, 2)
     with pytest.raises(TypeError, match="unexpected keyword argument 'b_shape'"):
         nkp(A, b_shape=(2, 3))
+
+
+@pytest.mark.parametrize("two", [np.int64(2), np.int32(2), torch.tensor(2)], ids=repr)
+def test_shapes_and_ranks_accept_numpy_and_0d_torch_ints(two):
+    A = torch.rand(4, 6, dtype=torch.float64)
+    fac = nkp(A, (two, 3), rank=two)
+    assert fac.grid_shape == (2, 3) and fac.rank == 2
+    assert fac.error(two) == fac.error(2)
+    torch.testing.assert_close(fac.reconstruct(two), fac.reconstruct(2))
+    torch.testing.assert_close(rearrange(A, (two, 3)), rearrange(A, (2, 3)))
+    torch.testing.assert_close(unrearrange(rearrange(A, (2, 3)), (two, 2), (2, 3)), A)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda A: nkp(A, (True, 3)), TypeError, "grid_shape must be a pair .* of ints"),
+        (lambda A: nkp(A, (2.0, 3)), TypeError, "grid_shape must be a pair .* of ints"),
+        (lambda A: nkp(A, "23"), TypeError, "grid_shape must be a pair"),
+        (lambda A: nkp(A, (2, 3, 1)), TypeError, r"grid_shape must be a pair \(rows, cols\)"),
+        (lambda A: nkp(A, (2, 3), rank=True), TypeError, "rank must be an int, got bool"),
+        (lambda A: nkp(A, (2, 3), rank=torch.tensor(1.0)), TypeError, "rank must be an int"),
+        (lambda A: nkp(A, (2, 3), rank=-1), ValueError, "rank must be between 1 and 4 here"),
+        (lambda A: nkp(A, (2, 3)).error(0), ValueError, "rank must be between 1 and 4 here"),
+        (lambda A: nkp(A, (2, 3)).terms(2.0), TypeError, "rank must be an int, got float"),
+        (lambda A: rearrange(A, (np.float64(2), 3)), TypeError, "block_shape must be a pair"),
+        (lambda A: kron(A[:0], A), ValueError, r"B must not be empty, got shape \(0, 6\)"),
+        (lambda A: kron(A, torch.ones(2, 0)), ValueError, "C must not be empty"),
+    ],
+)
+def test_kron_arguments_refuse_bools_floats_and_empty_arrays(call, error, message):
+    with pytest.raises(error, match=message):
+        call(torch.rand(4, 6))
