@@ -49,6 +49,7 @@ def as_pair(value: Any, name: str, minimum: int = 1, single: bool = True) -> tup
             shapes such as ``grid_shape`` pass ``False``.
     """
     expected = "an int or a pair of ints (rows, cols)" if single else "a pair (rows, cols)"
+    of_ints = expected if single else f"{expected} of ints"
     if single and is_int(value):
         items: tuple[Any, Any] | None = (value, value)
     else:
@@ -56,7 +57,7 @@ def as_pair(value: Any, name: str, minimum: int = 1, single: bool = True) -> tup
     if items is None:
         raise TypeError(f"{name} must be {expected}, got {value!r}")
     if not all(is_int(item) for item in items):
-        raise TypeError(f"{name} must be {expected} of ints (not bools or floats), got {value!r}")
+        raise TypeError(f"{name} must be {of_ints}, not bools or floats; got {value!r}")
     pair = (as_int(items[0], name), as_int(items[1], name))
     if min(pair) < minimum:
         if single:
