@@ -8,7 +8,7 @@ computes the same ``J`` backwards. This module lines the three up: the forward c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,12 +60,14 @@ class LayerCheck:
     saliency_vs_forward: float
 
 
-def _check_layer_names(layers: object) -> None:
-    if isinstance(layers, str | bytes) or not isinstance(layers, Sequence):
+def _check_layer_names(layers: object) -> list:
+    """``layers`` as a list of names; one bare string (iterated letter by letter) is refused."""
+    if isinstance(layers, str | bytes) or not isinstance(layers, Iterable):
         raise TypeError(
             f"layers must be a sequence of layer names such as ['conv1'], got "
             f"{type(layers).__name__} {layers!r}"
         )
+    return list(layers)
 
 
 def _centre(shape: Sequence[int]) -> tuple[int, ...]:
@@ -93,7 +95,7 @@ def verify_layers(
         One :class:`LayerCheck` per layer: the max absolute differences.
     """
     point = as_float_tensor(x, "x").detach()
-    _check_layer_names(layers)
+    layers = _check_layer_names(layers)
     channel = as_int(channel, "channel", minimum=0)
     rows = []
     for layer in layers:
@@ -232,7 +234,7 @@ def _check_index_formula_arguments(
 def active_channels_by_layer(model: nn.Module, x: ArrayLike, layers: Sequence[str]) -> list[int]:
     """For each named layer, how many channels have a positive activation somewhere for ``x``."""
     point = as_float_tensor(x, "x").detach()
-    _check_layer_names(layers)
+    layers = _check_layer_names(layers)
     steps = chain(model)
     names = [name for name, _ in steps]
     missing = set(layers) - set(names)

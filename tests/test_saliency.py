@@ -212,3 +212,11 @@ def test_index_formula_row_checks_the_chain_and_accepts_numpy_ints():
         index_formula_row(w1, w2, (1, 2, 3), (2, 11, 11), 2, mask=np.ones((3, 5, 5), bool)),
         expected,
     )
+
+
+def test_layer_names_may_come_from_any_iterable(lenet_and_digit):
+    model, x = lenet_and_digit
+    names = {"conv1": 0, "fc1": 1}
+    assert verify_layers(model, x, names.keys()) == verify_layers(model, x, ["conv1", "fc1"])
+    counts = active_channels_by_layer(model, x, (name for name in ["relu1", "relu3"]))
+    assert counts == active_channels_by_layer(model, x, ["relu1", "relu3"])
