@@ -18,7 +18,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kronlib._validate import ArrayLike, as_conv_weight, as_float_tensor
+from kronlib._checks import as_layer_sequence, as_pair, check_not_empty
+from kronlib._validate import ArrayLike, as_conv_weight, as_float_tensor, as_int, as_shape
 
 __all__ = [
     "compose",
@@ -37,18 +38,18 @@ Pair = tuple[int, int]
 
 
 def _pair(value: Any, name: str, minimum: int = 1) -> Pair:
-    """Return an int or an ``(rows, cols)`` pair as a pair of ints ``>= minimum``, or raise."""
-    items = (value, value) if isinstance(value, int | torch.SymInt) else value
-    try:
-        rows, cols = items
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
-    for item in (rows, cols):
-        if isinstance(item, bool) or not isinstance(item, int):
-            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-        if item < minimum:
-            raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
-    return int(rows), int(cols)
+    """Return an int or an ``(rows, cols)`` pair as a pair of ints ``>= minimum``, or raise.
+
+    Ints may be Python, numpy or 0-d integer torch ints; bools, floats and strings are refused.
+    """
+    return as_pair(value, name, minimum=minimum)
+
+
+def _weight(value: Any, name: str) -> torch.Tensor:
+    """A conv weight ``(C_out, C_in, kh, kw)`` with no zero-length axis, or raise."""
+    w = as_conv_weight(value, name)
+    check_not_empty(w, name)
+    return w
 
 
 def _check_chain(w1: torch.Tensor, w2: torch.Tensor) -> None:
@@ -81,7 +82,8 @@ def conv_matrix(
 
     Args:
         weight: ``(C_out, C_in, kh, kw)``.
-        input_shape: ``(C_in, H, W)``.
+        input_shape: ``(C_in, H, W)``, positive ints (a tuple, list, ``torch.Size``, 1-D array or
+            tensor).
         stride: as in :func:`torch.nn.functional.conv2d`, an int or a pair.
         padding: zero padding, an int or a pair.
         dilation: spacing between kernel taps, an int or a pair.
@@ -95,11 +97,13 @@ def conv_matrix(
         >>> conv_matrix(w, (1, 3, 3)).shape
         torch.Size([8, 9])
     """
-    w = as_conv_weight(weight, "weight")
-    try:
-        channels, height, width = (int(s) for s in input_shape)
-    except (TypeError, ValueError):
-        raise TypeError(f"input_shape must be (C_in, H, W), got {input_shape!r}") from None
+    w = _weight(weight, "weight")
+    if isinstance(input_shape, torch.Tensor) and input_shape.ndim == 1:
+        input_shape = list(input_shape)
+    shape = as_shape(input_shape, "input_shape")
+    if len(shape) != 3:
+        raise TypeError(f"input_shape must be (C_in, H, W), got {input_shape!r}")
+    channels, height, width = shape
     c_out, c_in, kh, kw = w.shape
     if channels != c_in:
         raise ValueError(
@@ -133,7 +137,7 @@ def conv_matrix(
 
 
 def is_doubly_block_toeplitz(
-    M: ArrayLike, input_hw: tuple[int, int], output_hw: tuple[int, int]
+    M: ArrayLike, input_size: tuple[int, int], output_size: tuple[int, int]
 ) -> bool:
     """Whether a one-channel convolution matrix has the doubly block Toeplitz structure.
 
@@ -141,13 +145,21 @@ def is_doubly_block_toeplitz(
     ``(y, r)`` links output row ``y`` to input row ``r``). It is doubly block Toeplitz when each
     block depends only on ``r − y`` and each block is itself Toeplitz (constant along its
     diagonals).
+
+    Args:
+        M: ``(H'·W', H·W)``, for example from :func:`conv_matrix` with one input and one output
+            channel.
+        input_size: ``(H, W)`` of the input, or one int for a square one (the name
+            :func:`exact_region` uses too).
+        output_size: ``(H', W')`` of the output, or one int.
     """
     matrix = as_float_tensor(M, "M")
-    (h, w), (out_h, out_w) = input_hw, output_hw
+    h, w = _pair(input_size, "input_size")
+    out_h, out_w = _pair(output_size, "output_size")
     if tuple(matrix.shape) != (out_h * out_w, h * w):
         raise ValueError(
-            f"M must have shape {(out_h * out_w, h * w)} for input {input_hw} and output "
-            f"{output_hw}, got {tuple(matrix.shape)}"
+            f"M must have shape {(out_h * out_w, h * w)} for input_size {(h, w)} and "
+            f"output_size {(out_h, out_w)}, got {tuple(matrix.shape)}"
         )
     blocks = matrix.reshape(out_h, out_w, h, w).permute(0, 2, 1, 3)  # (y, r, i, j)
     same_along_block_diagonals = all(
@@ -165,7 +177,7 @@ def dilate_kernel(weight: ArrayLike, dilation: int | Pair) -> torch.Tensor:
     ``(C_out, C_in, kh, kw)`` -> ``(C_out, C_in, d·(kh−1)+1, d·(kw−1)+1)``; a convolution with
     the result at dilation 1 equals the original at ``dilation``.
     """
-    w = as_conv_weight(weight, "weight")
+    w = _weight(weight, "weight")
     dh, dw = _pair(dilation, "dilation")
     c_out, c_in, kh, kw = w.shape
     dense = w.new_zeros(c_out, c_in, dh * (kh - 1) + 1, dw * (kw - 1) + 1)
@@ -215,7 +227,7 @@ def compose(
         >>> tuple(w.shape), stride, padding
         ((2, 3, 7, 7), (2, 2), (0, 0))
     """
-    a, b = as_conv_weight(w1, "w1"), as_conv_weight(w2, "w2")
+    a, b = _weight(w1, "w1"), _weight(w2, "w2")
     _check_chain(a, b)
     s1, s2 = _pair(stride1, "stride1"), _pair(stride2, "stride2")
     p1 = _pair(padding1, "padding1", minimum=0)
@@ -231,8 +243,8 @@ def compose(
 
 def exact_region(
     input_size: int | Pair,
-    kernel1: int | Pair,
-    kernel2: int | Pair,
+    kernel_size1: int | Pair,
+    kernel_size2: int | Pair,
     stride1: int | Pair = 1,
     stride2: int | Pair = 1,
     padding1: int | Pair = 0,
@@ -240,23 +252,40 @@ def exact_region(
 ) -> torch.Tensor:
     """Which outputs of the composed convolution equal the sequential ones exactly.
 
-    Kernel sizes are the dilated ones. An output is exact when every position its ``kernel2``
-    window reads in the intermediate map is either a real position of that map, or a position of
-    ``padding2`` whose layer-1 window misses the image entirely (so layer 1 would have computed
-    zero there too, as the padding says).
+    Kernel sizes are the dilated ones. An output is exact when every position its
+    ``kernel_size2`` window reads in the intermediate map is either a real position of that map,
+    or a position of ``padding2`` whose layer-1 window misses the image entirely (so layer 1 would
+    have computed zero there too, as the padding says).
+
+    Args:
+        input_size: ``(H, W)`` of the input (or one int for a square one).
+        kernel_size1: the first layer's (dilated) kernel size, an int or a pair.
+        kernel_size2: the second layer's (dilated) kernel size.
+        stride1: the first layer's stride.
+        stride2: the second layer's stride.
+        padding1: zero padding of the input.
+        padding2: zero padding of the intermediate map.
 
     Returns:
         A boolean mask of the sequential output's shape ``(H2, W2)``.
     """
     size = _pair(input_size, "input_size")
-    k1, k2 = _pair(kernel1, "kernel1"), _pair(kernel2, "kernel2")
+    k1, k2 = _pair(kernel_size1, "kernel_size1"), _pair(kernel_size2, "kernel_size2")
     s1, s2 = _pair(stride1, "stride1"), _pair(stride2, "stride2")
     p1 = _pair(padding1, "padding1", minimum=0)
     p2 = _pair(padding2, "padding2", minimum=0)
+    mids = [_output_size(size[axis], k1[axis], s1[axis], p1[axis], 1) for axis in range(2)]
+    outs = [_output_size(mids[axis], k2[axis], s2[axis], p2[axis], 1) for axis in range(2)]
+    if min(mids) < 1 or min(outs) < 1:
+        raise ValueError(
+            f"input_size {size} is smaller than the kernel: with kernel_size1 {k1}, stride1 "
+            f"{s1}, padding1 {p1} the intermediate map is {mids[0]}×{mids[1]}, and with "
+            f"kernel_size2 {k2}, stride2 {s2}, padding2 {p2} the output is {outs[0]}×{outs[1]}; "
+            "both need at least one pixel"
+        )
     per_axis = []
     for axis in range(2):
-        mid = _output_size(size[axis], k1[axis], s1[axis], p1[axis], 1)
-        out = _output_size(mid, k2[axis], s2[axis], p2[axis], 1)
+        mid, out = mids[axis], outs[axis]
 
         def reads_zero(u: int, axis: int = axis) -> bool:
             start = u * s1[axis] - p1[axis]  # layer 1's window at intermediate position u
@@ -269,7 +298,7 @@ def exact_region(
                         0 <= u < mid or reads_zero(u)
                         for u in range(y * s2[axis] - p2[axis], y * s2[axis] - p2[axis] + k2[axis])
                     )
-                    for y in range(max(out, 0))
+                    for y in range(out)
                 ],
                 dtype=torch.bool,
             )
@@ -297,7 +326,7 @@ def kron_kernel(w1: ArrayLike, w2: ArrayLike) -> torch.Tensor:
         >>> torch.allclose(kron_kernel(w1, w2)[0, 0], torch.kron(w2[0, 0], w1[0, 0]))
         True
     """
-    a, b = as_conv_weight(w1, "w1"), as_conv_weight(w2, "w2")
+    a, b = _weight(w1, "w1"), _weight(w2, "w2")
     _check_chain(a, b)
     dtype = torch.promote_types(a.dtype, b.dtype)
     c2, _, k2h, k2w = b.shape
@@ -320,8 +349,10 @@ def windows(
 
     Args:
         x: ``(C, H, W)`` or ``(N, C, H, W)``.
-        kernel_sizes: one kernel size per layer (int or pair), innermost first.
-        strides: one stride per layer.
+        kernel_sizes: one kernel size per layer (int or pair), innermost first: a list, tuple,
+            1-D array or ``(layers, 2)`` array. A bare int is refused: ``[5]`` is one layer, and
+            ``(5, 5)`` is two layers, not one 5×5 kernel (write ``[(5, 5)]`` for that).
+        strides: one stride per layer (int or pair), in the same forms.
 
     Returns:
         ``(C, HL·K_h, WL·K_w)`` (with ``N`` first if given), where ``HL × WL`` is the last
@@ -334,6 +365,8 @@ def windows(
     image = as_float_tensor(x, "x")
     if image.ndim not in (3, 4):
         raise ValueError(f"x must be (C, H, W) or (N, C, H, W), got shape {tuple(image.shape)}")
+    kernel_sizes = as_layer_sequence(kernel_sizes, "kernel_sizes")
+    strides = as_layer_sequence(strides, "strides")
     if len(kernel_sizes) != len(strides) or not kernel_sizes:
         raise ValueError(
             f"kernel_sizes and strides must list the same, non-zero number of layers, got "
@@ -374,6 +407,7 @@ def full_conv(x: ArrayLike, w: ArrayLike) -> torch.Tensor:
     for name, t in (("x", a), ("w", b)):
         if t.ndim != 2:
             raise ValueError(f"{name} must be 2-D (H, W), got shape {tuple(t.shape)}")
+        check_not_empty(t, name)
     dtype = torch.promote_types(a.dtype, b.dtype)
     kh, kw = b.shape
     flipped = b.to(dtype).flip(0, 1)[None, None]
@@ -382,13 +416,15 @@ def full_conv(x: ArrayLike, w: ArrayLike) -> torch.Tensor:
 
 def flatten_filters(weight: ArrayLike) -> torch.Tensor:
     """Filters as the columns of a matrix: ``(C_out, C_in, kh, kw)`` -> ``(C_in·kh·kw, C_out)``."""
-    w = as_conv_weight(weight, "weight")
+    w = _weight(weight, "weight")
     return w.reshape(w.shape[0], -1).T
 
 
 def unflatten_filters(matrix: ArrayLike, in_channels: int, kernel_size: int | Pair) -> torch.Tensor:
     """Inverse of :func:`flatten_filters`: ``(C_in·kh·kw, C_out)`` -> ``(C_out, C_in, kh, kw)``."""
     m = as_float_tensor(matrix, "matrix")
+    check_not_empty(m, "matrix")
+    in_channels = as_int(in_channels, "in_channels", minimum=1)
     kh, kw = _pair(kernel_size, "kernel_size")
     if m.ndim != 2 or m.shape[0] != in_channels * kh * kw:
         raise ValueError(

@@ -23,14 +23,14 @@ from dataclasses import dataclass
 
 import torch
 
+from kronlib._checks import as_pair, check_finite, check_not_empty
 from kronlib._validate import (
     ArrayLike,
     as_float_tensor,
+    as_int,
     check_color,
     check_ndim,
-    check_rank,
     like_input,
-    pair_of_positive_ints,
 )
 
 __all__ = ["KronFactorization", "kron", "nkp", "rearrange", "unrearrange"]
@@ -45,11 +45,25 @@ def _channel_split(color: str | None, channels: int) -> tuple[int, int]:
 
 def _check_image(A: torch.Tensor, name: str, color: str | None) -> None:
     check_ndim(A, name, (2, 3), _IMAGE_LAYOUT)
+    check_not_empty(A, name)
     if A.ndim == 3 and A.shape[2] != 3:
         raise ValueError(
             f"{name} must have 3 colour channels last, shape (H, W, 3), got shape {tuple(A.shape)}"
         )
     check_color(color, A.ndim)
+
+
+def _shape_pair(value: object, name: str) -> tuple[int, int]:
+    """``grid_shape`` or ``block_shape`` as two positive ints (numpy and 0-d torch ints too)."""
+    return as_pair(value, name, minimum=1, single=False)
+
+
+def _check_rank(rank: object, max_rank: int) -> int:
+    """``rank`` as an int in ``1..max_rank`` (numpy and 0-d torch ints too), or raise."""
+    number = as_int(rank, "rank")
+    if not 1 <= number <= max_rank:
+        raise ValueError(f"rank must be between 1 and {max_rank} here, got {number}")
+    return number
 
 
 def _split_shape(image_shape: tuple[int, int], part: tuple[int, int], name: str) -> tuple[int, int]:
@@ -86,7 +100,7 @@ def rearrange(A: ArrayLike, block_shape: tuple[int, int], color: str | None = No
     """
     image = as_float_tensor(A, "A")
     _check_image(image, "A", color)
-    m2, n2 = pair_of_positive_ints(block_shape, "block_shape")
+    m2, n2 = _shape_pair(block_shape, "block_shape")
     m1, n1 = _split_shape(tuple(image.shape[:2]), (m2, n2), "block_shape")
     channels = image.shape[2] if image.ndim == 3 else 1
     cb, cc = _channel_split(color, channels)
@@ -126,8 +140,8 @@ def unrearrange(
     check_ndim(matrix, "R", (2,), "(blocks, pixels per block)")
     if color not in (None, "B", "C"):
         raise ValueError(f"color must be None, 'B' or 'C', got {color!r}")
-    m1, n1 = pair_of_positive_ints(grid_shape, "grid_shape")
-    m2, n2 = pair_of_positive_ints(block_shape, "block_shape")
+    m1, n1 = _shape_pair(grid_shape, "grid_shape")
+    m2, n2 = _shape_pair(block_shape, "block_shape")
     cb, cc = _channel_split(color, 3 if color else 1)
     expected = (m1 * n1 * cb, m2 * n2 * cc)
     if tuple(matrix.shape) != expected:
@@ -179,6 +193,8 @@ def kron(B: ArrayLike, C: ArrayLike) -> ArrayLike:
     b, c = as_float_tensor(B, "B"), as_float_tensor(C, "C")
     check_ndim(b, "B", (2, 3), "(m1, n1) or (m1, n1, channels)")
     check_ndim(c, "C", (2, 3), "(m2, n2) or (m2, n2, channels)")
+    check_not_empty(b, "B")
+    check_not_empty(c, "C")
     if b.ndim == 3 and c.ndim == 3 and b.shape[2] != c.shape[2]:
         raise ValueError(
             f"B and C must have the same number of channels when both have a channel axis, got "
@@ -240,7 +256,7 @@ class KronFactorization:
         return tuple(self.C.shape[1:3])
 
     def _modes(self, rank: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
-        r = self.rank if rank is None else check_rank(rank, self.rank)
+        r = self.rank if rank is None else _check_rank(rank, self.rank)
         b, c = self.B[:r], self.C[:r]
         return (b if b.ndim == 4 else b[..., None]), (c if c.ndim == 4 else c[..., None]), r
 
@@ -259,10 +275,15 @@ class KronFactorization:
     def error(self, rank: int | None = None) -> float:
         """Relative Frobenius error ``‖A − reconstruct(rank)‖_F / ‖A‖_F`` measured on the image.
 
-        By Eckart–Young it equals ``sqrt(Σ_{i>rank} σ_i²) / ‖A‖_F``.
+        By Eckart–Young it equals ``sqrt(Σ_{i>rank} σ_i²) / ‖A‖_F``. For an all-zero target the
+        ratio would be ``0/0``; it is defined as ``0.0`` there, because the factors are zero and
+        the reconstruction is exact.
         """
         residual = self.target - self.reconstruct(rank)
-        return float(torch.linalg.vector_norm(residual) / torch.linalg.vector_norm(self.target))
+        norm = torch.linalg.vector_norm(self.target)
+        if float(norm) == 0.0:
+            return 0.0
+        return float(torch.linalg.vector_norm(residual) / norm)
 
     def __repr__(self) -> str:
         shape = "×".join(map(str, self.target.shape))
@@ -276,7 +297,7 @@ class KronFactorization:
 
 def nkp(
     A: ArrayLike,
-    b_shape: tuple[int, int],
+    grid_shape: tuple[int, int],
     rank: int | None = None,
     color: str | None = None,
 ) -> KronFactorization:
@@ -284,15 +305,22 @@ def nkp(
 
     Args:
         A: image ``(H, W)``, or ``(H, W, 3)`` with ``color`` given. Tensor (any device) or numpy
-            array; float32/float64 are kept, integer images become float32.
-        b_shape: ``(m1, n1)``, the shape of each ``B_i``; it must divide ``(H, W)``, and ``C_i``
-            then has shape ``(H // m1, W // n1)``.
-        rank: number of modes to keep, ``1..max_rank`` where ``max_rank`` is the smaller side of
-            the rearranged matrix; ``None`` keeps them all.
+            array; float32/float64 are kept, integer images become float32. Finite, not empty.
+        grid_shape: ``(m1, n1)``, the shape of each ``B_i``; it must divide ``(H, W)``, and ``C_i``
+            then has shape ``(H // m1, W // n1)``. Ints may be Python, numpy or 0-d tensor ints.
+        rank: number of modes to keep, an int in ``1..max_rank`` where ``max_rank`` is the
+            smaller side of the rearranged matrix; ``None`` keeps them all.
         color: ``None`` for grayscale; ``"B"`` or ``"C"``: which factor carries the channels.
 
     Returns:
-        A :class:`KronFactorization` whose tensors share ``A``'s device and dtype.
+        A :class:`KronFactorization` whose tensors share ``A``'s device and dtype. An all-zero
+        ``A`` is a valid input: every factor and singular value is zero, and ``error()`` is
+        ``0.0`` (the reconstruction is exact) rather than ``0/0``.
+
+    Raises:
+        ValueError: if ``A`` holds NaN or an infinity (the SVD has no meaning there), is empty,
+            or if a shape, ``rank`` or ``color`` does not fit.
+        TypeError: if ``A`` is not an array or a shape or ``rank`` is not made of ints.
 
     Example:
         >>> A = torch.kron(torch.rand(4, 6), torch.rand(8, 5))
@@ -303,11 +331,12 @@ def nkp(
     """
     image = as_float_tensor(A, "A")
     _check_image(image, "A", color)
-    grid = pair_of_positive_ints(b_shape, "b_shape")
-    block = _split_shape(tuple(image.shape[:2]), grid, "b_shape")
+    check_finite(image, "A")
+    grid = _shape_pair(grid_shape, "grid_shape")
+    block = _split_shape(tuple(image.shape[:2]), grid, "grid_shape")
     R = rearrange(image, block, color)
     U, S, Vh = torch.linalg.svd(R, full_matrices=False)
-    keep = S.shape[0] if rank is None else check_rank(rank, S.shape[0])
+    keep = S.shape[0] if rank is None else _check_rank(rank, S.shape[0])
     U, Vh = U[:, :keep], Vh[:keep]
     signs = torch.where(U.sum(dim=0) < 0, -1.0, 1.0).to(U.dtype)
     root = S[:keep].sqrt() * signs

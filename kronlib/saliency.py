@@ -8,13 +8,15 @@ computes the same ``J`` backwards. This module lines the three up: the forward c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-from kronlib._validate import ArrayLike, as_conv_weight, as_float_tensor
+from kronlib._checks import as_int_in
+from kronlib._validate import ArrayLike, as_conv_weight, as_float_tensor, as_int, as_shape
 from kronlib.virtual import active_count, affine_output, chain, prefix, virtual_matrix
 
 __all__ = [
@@ -32,13 +34,17 @@ def saliency(model: nn.Module, x: ArrayLike, output: int) -> torch.Tensor:
     Args:
         model: any differentiable model taking a batch.
         x: one input (no batch axis).
-        output: flat index of the output.
+        output: flat index of the output, an int (Python, numpy or 0-d tensor) in
+            ``0..n-1`` for a model with ``n`` outputs.
 
     Returns:
         A tensor shaped like ``x``.
     """
     point = as_float_tensor(x, "x").detach().clone().requires_grad_(True)
-    value = model(point[None])[0].flatten()[output]
+    as_int(output, "output")
+    values = model(point[None])[0].flatten()
+    n = values.numel()
+    value = values[as_int_in(output, "output", 0, n - 1, f"the model gives {n} outputs")]
     (grad,) = torch.autograd.grad(value, point)
     return grad
 
@@ -52,6 +58,16 @@ class LayerCheck:
     kronecker_vs_saliency: float
     kronecker_vs_forward: float
     saliency_vs_forward: float
+
+
+def _check_layer_names(layers: object) -> list:
+    """``layers`` as a list of names; one bare string (iterated letter by letter) is refused."""
+    if isinstance(layers, str | bytes) or not isinstance(layers, Iterable):
+        raise TypeError(
+            f"layers must be a sequence of layer names such as ['conv1'], got "
+            f"{type(layers).__name__} {layers!r}"
+        )
+    return list(layers)
 
 
 def _centre(shape: Sequence[int]) -> tuple[int, ...]:
@@ -68,10 +84,19 @@ def verify_layers(
     data-dependent virtual matrix, built forward, and its offset. Saliency: autograd's gradient of
     the unit. Forward: the unit's value in the network's own forward pass, against ``J·x + b``.
 
+    Args:
+        model: a model :func:`kronlib.virtual.chain` accepts.
+        x: one input (no batch axis).
+        layers: names of layers, a list or tuple (not one string).
+        channel: an int (Python, numpy or 0-d tensor) below every named convolutional layer's
+            channel count; ignored for linear layers.
+
     Returns:
         One :class:`LayerCheck` per layer: the max absolute differences.
     """
     point = as_float_tensor(x, "x").detach()
+    layers = _check_layer_names(layers)
+    channel = as_int(channel, "channel", minimum=0)
     rows = []
     for layer in layers:
         cut = prefix(model, layer)
@@ -79,6 +104,13 @@ def verify_layers(
             value = cut(point[None])[0]
         unit = _centre(value.shape)
         if value.ndim > 1:
+            as_int_in(
+                channel,
+                "channel",
+                0,
+                value.shape[0] - 1,
+                f"layer {layer!r} has {value.shape[0]} channels",
+            )
             unit = (channel, *unit[1:])
         flat = 0
         for size, index in zip(value.shape, unit, strict=True):
@@ -117,17 +149,22 @@ def index_formula_row(
     Args:
         w1: ``(C1, C0, k1, k1)``, the first layer.
         w2: ``(C2, C1, k2, k2)``, the second layer.
-        position: ``(o, i, j)``, the output unit.
+        position: ``(o, i, j)``, the output unit: ``o < C2`` and ``(i, j)`` inside the
+            ``(H2, W2)`` output map.
         input_shape: ``(C0, H, W)``.
-        stride1: the first layer's stride.
-        stride2: the second layer's stride.
+        stride1: the first layer's stride, an int ``≥ 1``.
+        stride2: the second layer's stride, an int ``≥ 1``.
         mask: ``(C1, H1, W1)`` on/off pattern of the intermediate units, or None.
+
+    Ints may be Python, numpy or 0-d tensor ints; anything out of range raises ``ValueError``.
 
     Returns:
         ``(C0, H, W)``.
     """
     K1, K2 = as_conv_weight(w1, "w1"), as_conv_weight(w2, "w2")
-    o, i, j = position
+    o, i, j, input_shape, stride1, stride2, mask = _check_index_formula_arguments(
+        K1, K2, position, input_shape, stride1, stride2, mask
+    )
     row = torch.zeros(input_shape, dtype=torch.promote_types(K1.dtype, K2.dtype))
     _, k1h, k1w = K1.shape[1:]
     for m in range(K2.shape[1]):
@@ -142,9 +179,62 @@ def index_formula_row(
     return row
 
 
+def _check_index_formula_arguments(
+    K1: torch.Tensor,
+    K2: torch.Tensor,
+    position: object,
+    input_shape: object,
+    stride1: object,
+    stride2: object,
+    mask: object,
+) -> tuple[int, int, int, tuple[int, int, int], int, int, torch.Tensor | None]:
+    """The arguments of :func:`index_formula_row` as ints and tensors, or raise."""
+    if K2.shape[1] != K1.shape[0]:
+        raise ValueError(
+            f"w2 must take as many input channels as w1 gives out: w1 {tuple(K1.shape)} gives "
+            f"{K1.shape[0]}, w2 {tuple(K2.shape)} takes {K2.shape[1]}"
+        )
+    shape = as_shape(input_shape, "input_shape")
+    if len(shape) != 3:
+        raise ValueError(f"input_shape must be (C0, H, W), got {input_shape!r}")
+    if shape[0] != K1.shape[1]:
+        raise ValueError(
+            f"input_shape has {shape[0]} channels but w1 {tuple(K1.shape)} expects {K1.shape[1]}"
+        )
+    s1, s2 = as_int(stride1, "stride1", minimum=1), as_int(stride2, "stride2", minimum=1)
+    (k1h, k1w), (k2h, k2w) = K1.shape[2:], K2.shape[2:]
+    mid = ((shape[1] - k1h) // s1 + 1, (shape[2] - k1w) // s1 + 1)
+    out = ((mid[0] - k2h) // s2 + 1, (mid[1] - k2w) // s2 + 1)
+    if min(shape[1] - k1h, shape[2] - k1w) < 0 or min(out) < 1:
+        raise ValueError(
+            f"input_shape {shape} is too small for a {k1h}×{k1w} kernel at stride {s1} "
+            f"followed by a {k2h}×{k2w} kernel at stride {s2}: there is no output unit"
+        )
+    if isinstance(position, str | bytes) or not isinstance(
+        position, Sequence | torch.Tensor | np.ndarray
+    ):
+        raise TypeError(f"position must be (o, i, j), got {type(position).__name__} {position!r}")
+    if len(position) != 3:
+        raise ValueError(f"position must be (o, i, j), got {position!r}")
+    o = as_int_in(position[0], "position[0]", 0, K2.shape[0] - 1, "o, an output channel of w2")
+    i = as_int_in(position[1], "position[1]", 0, out[0] - 1, f"i, a row of the {out} output")
+    j = as_int_in(position[2], "position[2]", 0, out[1] - 1, f"j, a column of the {out} output")
+    gates = None
+    if mask is not None:
+        gates = as_float_tensor(mask, "mask")
+        expected = (K1.shape[0], *mid)
+        if tuple(gates.shape) != expected:
+            raise ValueError(
+                f"mask must have shape {expected} (C1, H1, W1) of the intermediate map, got "
+                f"{tuple(gates.shape)}"
+            )
+    return o, i, j, shape, s1, s2, gates
+
+
 def active_channels_by_layer(model: nn.Module, x: ArrayLike, layers: Sequence[str]) -> list[int]:
     """For each named layer, how many channels have a positive activation somewhere for ``x``."""
     point = as_float_tensor(x, "x").detach()
+    layers = _check_layer_names(layers)
     steps = chain(model)
     names = [name for name, _ in steps]
     missing = set(layers) - set(names)

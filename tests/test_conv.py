@@ -1,5 +1,6 @@
 """kronlib.conv against torch's own convolutions (the referee), on random shapes."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -222,3 +223,115 @@ def test_convolution_matrices_are_doubly_block_toeplitz():
     assert not is_doubly_block_toeplitz(_randn(20, 42, seed=1), (6, 7), (4, 5))
     with pytest.raises(ValueError, match=r"M must have shape \(20, 42\)"):
         is_doubly_block_toeplitz(torch.zeros(3, 3), (6, 7), (4, 5))
+
+
+# -- ints from numpy and torch; refusals (validation issue) --------------------------------------
+@pytest.mark.parametrize(
+    "two",
+    [2, np.int64(2), np.int32(2), torch.tensor(2), (np.int64(2), 2), (torch.tensor(2), 2)],
+    ids=repr,
+)
+def test_pair_arguments_accept_numpy_and_0d_torch_ints(two):
+    w = _randn(2, 1, 3, 3, seed=0)
+    expected = conv_matrix(w, (1, 7, 7), stride=2)
+    torch.testing.assert_close(conv_matrix(w, (1, 7, 7), stride=two), expected)
+    assert dilate_kernel(w, two).shape == (2, 1, 5, 5)
+    assert exact_region(8, 3, 3, stride2=two).shape == (2, 2)
+    _, stride, padding = compose(w, _randn(1, 2, 2, 2, seed=1), stride1=two, padding2=two)
+    assert stride == (2, 2) and padding == (4, 4)
+    assert all(type(v) is int for v in (*stride, *padding))
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "message"),
+    [
+        (True, TypeError, "stride must be an int or a pair of ints"),
+        ((2, False), TypeError, "stride must be an int or a pair of ints"),
+        (2.0, TypeError, "stride must be an int or a pair of ints"),
+        (np.float64(2), TypeError, "stride must be an int or a pair of ints"),
+        (torch.tensor(2.0), TypeError, "stride must be an int or a pair of ints"),
+        ("2", TypeError, "stride must be an int or a pair of ints"),
+        ((1, 2, 3), TypeError, r"stride must be an int or a pair of ints \(rows, cols\), got"),
+        (0, ValueError, "stride must be at least 1, got 0"),
+        ((2, np.int64(-1)), ValueError, "stride must be at least 1"),
+    ],
+    ids=repr,
+)
+def test_pair_arguments_refuse_bools_floats_strings_and_negatives(bad, error, message):
+    with pytest.raises(error, match=message):
+        conv_matrix(torch.zeros(1, 1, 2, 2), (1, 5, 5), stride=bad)
+
+
+def test_windows_wants_one_kernel_size_and_stride_per_layer():
+    x = _randn(1, 13, 13, seed=0)
+    # the docstring promises sequences (one entry per layer); a bare int is refused, not guessed
+    with pytest.raises(TypeError, match=r"kernel_sizes must be a sequence .* \[5\] for one layer"):
+        windows(x, 2, 1)
+    with pytest.raises(TypeError, match=r"strides must be a sequence .* got int 1"):
+        windows(x, [2], 1)
+    with pytest.raises(TypeError, match="kernel_sizes must be a sequence"):
+        windows(x, "55", "11")
+    with pytest.raises(TypeError, match=r"kernel_sizes\[0\] must be an int or a pair"):
+        windows(x, [True], [1])
+    # numpy arrays and tensors of ints are sequences of layers; pairs per layer still work
+    expected = windows(x, [5, 5], [2, 2])
+    torch.testing.assert_close(windows(x, np.array([5, 5]), torch.tensor([2, 2])), expected)
+    torch.testing.assert_close(windows(x, [(5, 5), np.int64(5)], [2, (2, 2)]), expected)
+    torch.testing.assert_close(windows(x, np.array([[5, 5], [5, 5]]), [2, 2]), expected)
+    with pytest.raises(ValueError, match=r"kernel_sizes must list one entry per layer"):
+        windows(x, np.ones((1, 1, 2), dtype=int), [1])
+
+
+def test_spatial_sizes_and_kernel_sizes_have_one_name_each():
+    M = conv_matrix(_randn(1, 1, 3, 3, seed=0), (1, 6, 7))
+    assert is_doubly_block_toeplitz(M, input_size=(6, 7), output_size=(4, 5))
+    mask = exact_region(input_size=9, kernel_size1=3, kernel_size2=3, padding2=1)
+    assert mask.shape == (7, 7)
+
+
+def test_shapes_and_counts_refuse_bools_floats_and_empty_arrays():
+    w = _randn(2, 1, 3, 3, seed=0)
+    with pytest.raises(TypeError, match=r"input_shape \(each size\) must be an int, got float"):
+        conv_matrix(w, (1, 5.7, 5))
+    with pytest.raises(TypeError, match=r"input_shape \(each size\) must be an int, got bool"):
+        conv_matrix(w, (True, 5, 5))
+    with pytest.raises(ValueError, match=r"input_shape \(each size\) must be an int ≥ 1, got 0"):
+        conv_matrix(w, (1, 0, 5))
+    torch.testing.assert_close(conv_matrix(w, torch.tensor([1, 5, 5])), conv_matrix(w, (1, 5, 5)))
+    torch.testing.assert_close(conv_matrix(w, np.array([1, 5, 5])), conv_matrix(w, (1, 5, 5)))
+    for empty in (torch.zeros(0, 1, 3, 3), torch.zeros(2, 1, 0, 3)):
+        with pytest.raises(ValueError, match="weight must not be empty"):
+            conv_matrix(empty, (1, 5, 5))
+        with pytest.raises(ValueError, match="weight must not be empty"):
+            flatten_filters(empty)
+    with pytest.raises(ValueError, match="w1 must not be empty"):
+        kron_kernel(torch.zeros(0, 1, 2, 2), torch.zeros(1, 0, 2, 2))
+    with pytest.raises(TypeError, match=r"input_size must be an int or a pair .* got \(6\.0, 7\)"):
+        is_doubly_block_toeplitz(torch.zeros(20, 42), (6.0, 7), (4, 5))
+    with pytest.raises(TypeError, match="output_size must be an int or a pair"):
+        is_doubly_block_toeplitz(torch.zeros(1, 1), (1, 1), (True, 1))
+    assert is_doubly_block_toeplitz(conv_matrix(w[:1], (1, 5, 5)), 5, 3)
+    with pytest.raises(ValueError, match=r"input_size \(2, 2\) is smaller than the kernel"):
+        exact_region(2, 3, 3)
+    with pytest.raises(ValueError, match=r"input_size \(4, 4\) is smaller than the kernel"):
+        exact_region(4, 3, 3)  # the intermediate map is 2×2, smaller than kernel_size2
+    with pytest.raises(ValueError, match=r"x must not be empty"):
+        full_conv(torch.zeros(0, 3), torch.ones(2, 2))
+    with pytest.raises(ValueError, match=r"w must not be empty"):
+        full_conv(torch.ones(3, 3), torch.ones(0, 2))
+
+
+def test_unflatten_filters_checks_in_channels():
+    matrix = flatten_filters(_randn(5, 2, 3, 3, seed=0))
+    with pytest.raises(TypeError, match="in_channels must be an int, got bool True"):
+        unflatten_filters(matrix, True, 3)
+    with pytest.raises(TypeError, match=r"in_channels must be an int, got float 2\.0"):
+        unflatten_filters(matrix, 2.0, 3)
+    with pytest.raises(TypeError, match="in_channels must be an int, got str"):
+        unflatten_filters(matrix, "2", 3)
+    with pytest.raises(ValueError, match="in_channels must be an int ≥ 1, got -2"):
+        unflatten_filters(matrix, -2, 3)
+    with pytest.raises(ValueError, match="matrix must not be empty"):
+        unflatten_filters(torch.zeros(18, 0), 2, 3)
+    expected = unflatten_filters(matrix, 2, 3)
+    torch.testing.assert_close(unflatten_filters(matrix, np.int64(2), torch.tensor(3)), expected)

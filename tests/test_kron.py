@@ -164,7 +164,7 @@ def test_device_is_kept(device):
 def test_block_shape_must_divide_the_image():
     with pytest.raises(ValueError, match=r"block_shape \(7, 5\) must divide the image shape"):
         rearrange(torch.zeros(20, 30), (7, 5))
-    with pytest.raises(ValueError, match=r"b_shape \(3, 4\) must divide .* 20 pixels"):
+    with pytest.raises(ValueError, match=r"grid_shape \(3, 4\) must divide .* 20 pixels"):
         nkp(torch.zeros(20, 30), (3, 4))
 
 
@@ -202,9 +202,80 @@ def test_other_bad_arguments():
         nkp([[1.0, 2.0]], (1, 1))
     with pytest.raises(TypeError, match="A must be real"):
         nkp(torch.zeros(2, 2, dtype=torch.complex64), (1, 1))
-    with pytest.raises(TypeError, match=r"b_shape must be a pair \(rows, cols\), got 3"):
+    with pytest.raises(TypeError, match=r"grid_shape must be a pair \(rows, cols\), got 3"):
         nkp(torch.zeros(3, 3), 3)
-    with pytest.raises(ValueError, match="b_shape must hold two positive ints"):
+    with pytest.raises(ValueError, match="grid_shape must hold two positive ints"):
         nkp(torch.zeros(3, 3), (0, 3))
     with pytest.raises(ValueError, match=r"R must have shape \(4, 9\)"):
         unrearrange(torch.zeros(4, 8), (2, 2), (3, 3))
+
+
+# -- validation: non-finite, empty and all-zero images; ints from numpy and torch ------------------
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")], ids=str)
+@pytest.mark.parametrize("as_numpy", [False, True], ids=["tensor", "numpy"])
+def test_nkp_refuses_non_finite_images(bad, as_numpy):
+    A = torch.rand(4, 6, dtype=torch.float64)
+    A[1, 2] = bad
+    with pytest.raises(
+        ValueError, match=r"A must be finite, got .* \(the first at index \(1, 2\)\)"
+    ):
+        nkp(A.numpy() if as_numpy else A, (2, 3))
+
+
+def test_nkp_of_an_all_zero_image_is_zero_with_error_zero():
+    fac = nkp(torch.zeros(4, 6), (2, 3), color=None)
+    assert bool((fac.B == 0).all()) and bool((fac.C == 0).all())
+    assert bool((fac.singular_values == 0).all())
+    # 0/0 is defined as 0.0: the (zero) reconstruction is exact
+    for rank in (None, 1, fac.max_rank):
+        assert fac.error(rank) == 0.0
+    colour = nkp(np.zeros((4, 6, 3)), (2, 3), rank=2, color="C")
+    assert colour.error() == 0.0 and colour.error(1) == 0.0
+
+
+def test_nkp_refuses_empty_images():
+    with pytest.raises(ValueError, match=r"A must not be empty, got shape \(0, 4\)"):
+        nkp(torch.zeros(0, 4), (1, 1))
+    with pytest.raises(ValueError, match=r"A must not be empty"):
+        rearrange(torch.zeros(4, 0), (1, 1))
+
+
+def test_the_shape_of_b_is_called_grid_shape_everywhere():
+    A = torch.rand(4, 6, dtype=torch.float64)
+    fac = nkp(A, grid_shape=(2, 3), rank=1)
+    assert fac.grid_shape == (2, 3) and fac.block_shape == (2, 2)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'b_shape'"):
+        nkp(A, b_shape=(2, 3))
+
+
+@pytest.mark.parametrize("two", [np.int64(2), np.int32(2), torch.tensor(2)], ids=repr)
+def test_shapes_and_ranks_accept_numpy_and_0d_torch_ints(two):
+    A = torch.rand(4, 6, dtype=torch.float64)
+    fac = nkp(A, (two, 3), rank=two)
+    assert fac.grid_shape == (2, 3) and fac.rank == 2
+    assert fac.error(two) == fac.error(2)
+    torch.testing.assert_close(fac.reconstruct(two), fac.reconstruct(2))
+    torch.testing.assert_close(rearrange(A, (two, 3)), rearrange(A, (2, 3)))
+    torch.testing.assert_close(unrearrange(rearrange(A, (2, 3)), (two, 2), (2, 3)), A)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda A: nkp(A, (True, 3)), TypeError, "grid_shape must be a pair .* of ints"),
+        (lambda A: nkp(A, (2.0, 3)), TypeError, "grid_shape must be a pair .* of ints"),
+        (lambda A: nkp(A, "23"), TypeError, "grid_shape must be a pair"),
+        (lambda A: nkp(A, (2, 3, 1)), TypeError, r"grid_shape must be a pair \(rows, cols\)"),
+        (lambda A: nkp(A, (2, 3), rank=True), TypeError, "rank must be an int, got bool"),
+        (lambda A: nkp(A, (2, 3), rank=torch.tensor(1.0)), TypeError, "rank must be an int"),
+        (lambda A: nkp(A, (2, 3), rank=-1), ValueError, "rank must be between 1 and 4 here"),
+        (lambda A: nkp(A, (2, 3)).error(0), ValueError, "rank must be between 1 and 4 here"),
+        (lambda A: nkp(A, (2, 3)).terms(2.0), TypeError, "rank must be an int, got float"),
+        (lambda A: rearrange(A, (np.float64(2), 3)), TypeError, "block_shape must be a pair"),
+        (lambda A: kron(A[:0], A), ValueError, r"B must not be empty, got shape \(0, 6\)"),
+        (lambda A: kron(A, torch.ones(2, 0)), ValueError, "C must not be empty"),
+    ],
+)
+def test_kron_arguments_refuse_bools_floats_and_empty_arrays(call, error, message):
+    with pytest.raises(error, match=message):
+        call(torch.rand(4, 6))

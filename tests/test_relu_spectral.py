@@ -85,14 +85,15 @@ def test_layer_svd_identities():
     w = TinyConvNet().conv2.weight.detach().double()
     svd = layer_svd(w)
     torch.testing.assert_close(svd.matrix, w.reshape(16, -1))
-    assert torch.isclose(svd.S.square().sum(), w.square().sum())  # Frobenius identity
+    assert torch.isclose(svd.singular_values.square().sum(), w.square().sum())  # Frobenius identity
     assert svd.eigenfilters().shape == (16, 8, 3, 3)
     assert svd.energy()[-1] == pytest.approx(1.0)
     assert svd.components_for(1.0) == 16 and svd.components_for(1e-9) == 1
     for k in (1, 5, 16):
-        tail = float(svd.S[k:].square().sum().sqrt() / svd.S.square().sum().sqrt())
+        sigma = svd.singular_values
+        tail = float(sigma[k:].square().sum().sqrt() / sigma.square().sum().sqrt())
         assert svd.error(k) == pytest.approx(tail, abs=1e-12)
-    with pytest.raises(ValueError, match="k must be between 1 and 16, got 17"):
+    with pytest.raises(ValueError, match="rank must be between 1 and 16, got 17"):
         svd.low_rank(17)
 
 
@@ -152,3 +153,147 @@ def test_numerical_rank_edge_cases_and_errors():
     assert numerical_rank(torch.tensor([2.0, 1e-3]), rtol=1e-2) == 1
     with pytest.raises(ValueError, match="singular_values must be 1-D"):
         numerical_rank(torch.ones(2, 2))
+
+
+def test_layer_svd_names_match_kron_factorization():
+    svd = layer_svd(_randn(4, 2, 3, 3, seed=0))
+    assert svd.singular_values.shape == (4,) and not hasattr(svd, "S")
+    torch.testing.assert_close(svd.low_rank(rank=4), _randn(4, 2, 3, 3, seed=0))
+    assert svd.error(rank=4) == pytest.approx(0.0, abs=1e-12)
+
+
+# -- validation: ranks, fractions, indices and non-finite input ----------------------------------
+@pytest.mark.parametrize(
+    ("rank", "error", "message"),
+    [
+        (True, TypeError, "rank must be an int, got bool True"),
+        (2.0, TypeError, "rank must be an int, got float 2.0"),
+        (2.5, TypeError, "rank must be an int, got float 2.5"),
+        ("2", TypeError, "rank must be an int, got str '2'"),
+        (torch.tensor(2.0), TypeError, "rank must be an int"),
+        (0, ValueError, "rank must be between 1 and 4, got 0"),
+        (-1, ValueError, "rank must be between 1 and 4, got -1"),
+        (5, ValueError, "rank must be between 1 and 4, got 5"),
+        (np.int64(5), ValueError, "rank must be between 1 and 4, got 5"),
+    ],
+    ids=repr,
+)
+def test_layer_svd_rank_arguments_are_checked(rank, error, message):
+    svd = layer_svd(_randn(4, 2, 3, 3, seed=0))
+    with pytest.raises(error, match=message):
+        svd.low_rank(rank)
+    with pytest.raises(error, match=message):
+        svd.error(rank)
+
+
+@pytest.mark.parametrize("two", [2, np.int64(2), np.int32(2), torch.tensor(2)], ids=repr)
+def test_layer_svd_rank_accepts_numpy_and_0d_torch_ints(two):
+    svd = layer_svd(_randn(4, 2, 3, 3, seed=0))
+    torch.testing.assert_close(svd.low_rank(two), svd.low_rank(2))
+    assert svd.error(two) == svd.error(2)
+
+
+@pytest.mark.parametrize(
+    ("fraction", "error", "message"),
+    [
+        (0, ValueError, r"fraction must be in \(0, 1\], got 0"),
+        (-0.5, ValueError, r"fraction must be in \(0, 1\], got -0.5"),
+        (1.5, ValueError, r"fraction must be in \(0, 1\], got 1.5"),
+        (float("nan"), ValueError, "fraction must be a finite number, got nan"),
+        (True, TypeError, "fraction must be a real number, got bool True"),
+        ("0.5", TypeError, "fraction must be a real number, got str"),
+        (None, TypeError, "fraction must be a real number, got NoneType"),
+    ],
+    ids=repr,
+)
+def test_components_for_checks_the_fraction(fraction, error, message):
+    svd = layer_svd(_randn(4, 2, 3, 3, seed=0))
+    with pytest.raises(error, match=message):
+        svd.components_for(fraction)
+
+
+def test_components_for_accepts_numpy_and_torch_numbers():
+    svd = layer_svd(_randn(4, 2, 3, 3, seed=0))
+    expected = svd.components_for(0.9)
+    assert svd.components_for(np.float32(0.9)) == expected
+    assert svd.components_for(torch.tensor(0.9, dtype=torch.float64)) == expected
+    assert svd.components_for(1) == 4
+
+
+def test_an_all_zero_layer():
+    svd = layer_svd(torch.zeros(3, 1, 2, 2))
+    assert svd.error(1) == 0.0  # defined: the rank-1 weight (zero) is exact, not 0/0
+    with pytest.raises(ValueError, match="all-zero weight"):
+        svd.energy()
+    with pytest.raises(ValueError, match="all-zero weight"):
+        svd.components_for(0.5)
+
+
+def test_layer_svd_refuses_non_finite_and_empty_weights():
+    w = _randn(2, 1, 3, 3, seed=0)
+    w[1, 0, 2, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"weight must be finite, got 1 NaN .* \(1, 0, 2, 1\)"):
+        layer_svd(w)
+    with pytest.raises(ValueError, match=r"weight must not be empty, got shape \(0, 2, 3, 3\)"):
+        layer_svd(torch.zeros(0, 2, 3, 3))
+
+
+def test_im2col_forward_checks_its_arguments():
+    svd = layer_svd(_randn(4, 2, 3, 3, seed=0))
+    with pytest.raises(TypeError, match="svd must be a LayerSVD from layer_svd, got str"):
+        im2col_forward(torch.zeros(1, 2, 5, 5), "svd")
+    with pytest.raises(ValueError, match=r"x must be at least 3×3 pixels .* got 2×5"):
+        im2col_forward(torch.zeros(1, 2, 2, 5), svd)
+
+
+def test_count_relu_masks_refuses_nan():
+    w = torch.tensor([[[[1.0]]], [[[-1.0]]]])
+    with pytest.raises(ValueError, match="patches must be finite"):
+        count_relu_masks(w, torch.tensor([[1.0], [float("nan")]]))
+    with pytest.raises(ValueError, match="weight must be finite"):
+        count_relu_masks(w * float("inf"), torch.ones(2, 1))
+
+
+def test_numerical_rank_refuses_non_finite_values_and_bad_rtol():
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="singular_values must be finite"):
+            numerical_rank(torch.tensor([bad, 1.0]))
+    with pytest.raises(ValueError, match=r"singular_values must be non-negative, got -1\.0"):
+        numerical_rank(torch.tensor([1.0, -1.0]))
+    with pytest.raises(TypeError, match="rtol must be a real number, got bool True"):
+        numerical_rank(torch.ones(2), rtol=True)
+    with pytest.raises(TypeError, match="rtol must be a real number, got str"):
+        numerical_rank(torch.ones(2), rtol="1e-3")
+    with pytest.raises(ValueError, match=r"rtol must be a non-negative finite number, got -0\.1"):
+        numerical_rank(torch.ones(2), rtol=-0.1)
+    with pytest.raises(ValueError, match="rtol must be a finite number, got nan"):
+        numerical_rank(torch.ones(2), rtol=float("nan"))
+    assert numerical_rank(np.array([2.0, 1.0]), rtol=np.float32(0.6)) == 1
+    assert numerical_rank(torch.tensor([2.0, 1.0]), rtol=0) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"out_channel": 3}, ValueError, r"out_channel must be between 0 and 2 .* got 3"),
+        ({"out_channel": -1}, ValueError, r"out_channel must be between 0 and 2 .* got -1"),
+        ({"out_channel": True}, TypeError, "out_channel must be an int, got bool"),
+        ({"out_channel": 1.0}, TypeError, "out_channel must be an int, got float"),
+        ({"in_channel": 1}, ValueError, r"in_channel must be between 0 and 0 .* got 1"),
+    ],
+    ids=repr,
+)
+def test_rearranged_kernel_spectrum_checks_the_channels(kwargs, error, message):
+    w1, w2 = _randn(2, 1, 2, 2, seed=0), _randn(3, 2, 2, 2, seed=1)
+    with pytest.raises(error, match=message):
+        rearranged_kernel_spectrum(w1, w2, **kwargs)
+
+
+def test_rearranged_kernel_spectrum_accepts_numpy_and_torch_ints_and_refuses_nan():
+    w1, w2 = _randn(2, 1, 2, 2, seed=0), _randn(3, 2, 2, 2, seed=1)
+    expected = rearranged_kernel_spectrum(w1, w2, 2, 0)
+    torch.testing.assert_close(rearranged_kernel_spectrum(w1, w2, np.int64(2), 0), expected)
+    torch.testing.assert_close(rearranged_kernel_spectrum(w1, w2, torch.tensor(2)), expected)
+    w2[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="w2 must be finite"):
+        rearranged_kernel_spectrum(w1, w2)

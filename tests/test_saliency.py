@@ -1,5 +1,6 @@
 """kronlib.saliency: composition, saliency and the forward pass agree; Captum as a referee."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -122,3 +123,103 @@ def test_residual_block_is_identity_plus_the_composed_path():
     torch.testing.assert_close(
         (J * x).flatten(3).sum(-1) + offset, block(x[None])[0], rtol=1e-5, atol=1e-5
     )
+
+
+# -- validation: indices out of range, ints from numpy and torch -----------------------------------
+@pytest.mark.parametrize(
+    ("output", "error", "message"),
+    [
+        (10, ValueError, r"output must be between 0 and 9 \(the model gives 10 outputs\), got 10"),
+        (-1, ValueError, r"output must be between 0 and 9 .* got -1"),
+        (True, TypeError, "output must be an int, got bool True"),
+        (1.0, TypeError, "output must be an int, got float 1.0"),
+        ([1], TypeError, r"output must be an int, got list \[1\]"),
+    ],
+    ids=repr,
+)
+def test_saliency_checks_the_output_index(lenet_and_digit, output, error, message):
+    model, x = lenet_and_digit
+    with pytest.raises(error, match=message):
+        saliency(model, x, output)
+
+
+@pytest.mark.parametrize("three", [np.int64(3), np.int32(3), torch.tensor(3)], ids=repr)
+def test_saliency_accepts_numpy_and_0d_torch_ints(lenet_and_digit, three):
+    model, x = lenet_and_digit
+    torch.testing.assert_close(saliency(model, x, three), saliency(model, x, 3))
+
+
+def test_verify_layers_checks_channel_and_layers(lenet_and_digit):
+    model, x = lenet_and_digit
+    with pytest.raises(ValueError, match=r"channel must be between 0 and 5 .*'conv1'.* got 6"):
+        verify_layers(model, x, ["conv1"], channel=6)
+    with pytest.raises(ValueError, match=r"channel must be an int ≥ 0, got -1"):
+        verify_layers(model, x, ["conv1"], channel=-1)
+    with pytest.raises(TypeError, match="channel must be an int, got bool True"):
+        verify_layers(model, x, ["conv1"], channel=True)
+    with pytest.raises(TypeError, match="channel must be an int, got float"):
+        verify_layers(model, x, ["conv1"], channel=1.0)
+    with pytest.raises(TypeError, match=r"layers must be a sequence of layer names .* \['conv1'\]"):
+        verify_layers(model, x, "conv1")
+    with pytest.raises(TypeError, match="layers must be a sequence of layer names"):
+        active_channels_by_layer(model, x, "relu1")
+    (row,) = verify_layers(model, x, ["conv1"], channel=np.int64(5))
+    assert row.unit == (5, 14, 14) and type(row.unit[0]) is int
+    assert verify_layers(model, x, ["conv1"], channel=torch.tensor(5)) == [row]
+
+
+def _two_layers():
+    g = torch.Generator().manual_seed(2)
+    w1 = torch.randn(3, 2, 3, 3, generator=g, dtype=torch.float64)
+    w2 = torch.randn(2, 3, 2, 2, generator=g, dtype=torch.float64)
+    return w1, w2  # on (2, 11, 11) at stride1=2: intermediate 3×5×5, output 2×4×4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"position": (2, 0, 0)}, ValueError, r"position\[0\] .* between 0 and 1 .* got 2"),
+        ({"position": (1, 4, 3)}, ValueError, r"position\[1\] .* between 0 and 3 .* got 4"),
+        ({"position": (1, 3, -1)}, ValueError, r"position\[2\] .* between 0 and 3 .* got -1"),
+        ({"position": (True, 1, 1)}, TypeError, r"position\[0\] must be an int, got bool"),
+        ({"position": (1, 1)}, ValueError, r"position must be \(o, i, j\), got \(1, 1\)"),
+        ({"position": 5}, TypeError, r"position must be \(o, i, j\), got int 5"),
+        ({"input_shape": (3, 11, 11)}, ValueError, r"input_shape has 3 channels but w1 .* 2"),
+        ({"input_shape": (2, 11.0, 11)}, TypeError, r"input_shape \(each size\) must be an int"),
+        ({"input_shape": (11, 11)}, ValueError, r"input_shape must be \(C0, H, W\)"),
+        ({"input_shape": (2, 2, 11)}, ValueError, r"input_shape \(2, 2, 11\) is too small"),
+        ({"input_shape": (2, 4, 4)}, ValueError, r"input_shape \(2, 4, 4\) is too small"),
+        ({"stride1": 0}, ValueError, "stride1 must be an int ≥ 1, got 0"),
+        ({"stride2": 2.0}, TypeError, "stride2 must be an int, got float"),
+        ({"mask": torch.ones(3, 2, 2)}, ValueError, r"mask must have shape \(3, 5, 5\)"),
+        ({"mask": [[1.0]]}, TypeError, "mask must be a torch.Tensor or a numpy.ndarray"),
+    ],
+    ids=repr,
+)
+def test_index_formula_row_checks_its_arguments(kwargs, error, message):
+    w1, w2 = _two_layers()
+    arguments = {"position": (1, 2, 3), "input_shape": (2, 11, 11), "stride1": 2} | kwargs
+    with pytest.raises(error, match=message):
+        index_formula_row(w1, w2, **arguments)
+
+
+def test_index_formula_row_checks_the_chain_and_accepts_numpy_ints():
+    w1, w2 = _two_layers()
+    with pytest.raises(ValueError, match="w2 must take as many input channels as w1 gives out"):
+        index_formula_row(w1, w2[:, :2], (1, 2, 3), (2, 11, 11), stride1=2)
+    expected = index_formula_row(w1, w2, (1, 2, 3), (2, 11, 11), stride1=2)
+    position = (np.int64(1), torch.tensor(2), np.int32(3))
+    got = index_formula_row(w1, w2, position, np.array([2, 11, 11]), stride1=np.int64(2))
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(
+        index_formula_row(w1, w2, (1, 2, 3), (2, 11, 11), 2, mask=np.ones((3, 5, 5), bool)),
+        expected,
+    )
+
+
+def test_layer_names_may_come_from_any_iterable(lenet_and_digit):
+    model, x = lenet_and_digit
+    names = {"conv1": 0, "fc1": 1}
+    assert verify_layers(model, x, names.keys()) == verify_layers(model, x, ["conv1", "fc1"])
+    counts = active_channels_by_layer(model, x, (name for name in ["relu1", "relu3"]))
+    assert counts == active_channels_by_layer(model, x, ["relu1", "relu3"])

@@ -59,10 +59,10 @@ def rearrangement_figure(
 
 
 def factor_shapes_figure(
-    image: ArrayLike, b_shape: tuple[int, int], color: str | None = None
+    image: ArrayLike, grid_shape: tuple[int, int], color: str | None = None
 ) -> Figure:
     """B, C and B ⊗ C of the best single Kronecker term for a given shape of B."""
-    fac = nkp(image, b_shape, rank=1, color=color)
+    fac = nkp(image, grid_shape, rank=1, color=color)
     B, C = fac.B[0], fac.C[0]
     product = fac.reconstruct(1)
     fig = NotebookFigure(figsize=(10, 3.3), layout="constrained")

@@ -73,8 +73,9 @@ def layer_spectrum_figure(svds: Mapping[str, LayerSVD]) -> Figure:
     fig = NotebookFigure(figsize=(10, 3.2), layout="constrained")
     ax_s, ax_e, ax_r = fig.subplots(1, 3)
     for k, (label, svd) in enumerate(svds.items()):
-        index = np.arange(1, svd.S.shape[0] + 1)
-        ax_s.plot(index, svd.S.detach().cpu().numpy(), "o-", ms=3, color=f"C{k}", label=label)
+        sigma = svd.singular_values.detach().cpu().numpy()
+        index = np.arange(1, sigma.shape[0] + 1)
+        ax_s.plot(index, sigma, "o-", ms=3, color=f"C{k}", label=label)
         ax_e.plot(index, svd.energy().detach().cpu().numpy(), "o-", ms=3, color=f"C{k}")
         errors = [svd.error(int(i)) for i in index]
         ax_r.plot(index, errors, "o-", ms=3, color=f"C{k}")
