@@ -18,8 +18,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kronlib._checks import as_layer_sequence, as_pair, check_not_empty
-from kronlib._validate import ArrayLike, as_conv_weight, as_float_tensor, as_int, as_shape
+from kronlib._validate import (
+    ArrayLike,
+    as_conv_weight,
+    as_float_tensor,
+    as_int,
+    as_layer_sequence,
+    as_pair,
+    as_shape,
+    check_not_empty,
+)
 
 __all__ = [
     "compose",

@@ -23,13 +23,15 @@ from dataclasses import dataclass
 
 import torch
 
-from kronlib._checks import as_pair, check_finite, check_not_empty
 from kronlib._validate import (
     ArrayLike,
     as_float_tensor,
     as_int,
+    as_pair,
     check_color,
+    check_finite,
     check_ndim,
+    check_not_empty,
     like_input,
 )
 

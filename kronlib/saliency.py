@@ -15,8 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from kronlib._checks import as_int_in
-from kronlib._validate import ArrayLike, as_conv_weight, as_float_tensor, as_int, as_shape
+from kronlib._validate import (
+    ArrayLike,
+    as_conv_weight,
+    as_float_tensor,
+    as_int,
+    as_int_in,
+    as_shape,
+)
 from kronlib.virtual import active_count, affine_output, chain, prefix, virtual_matrix
 
 __all__ = [

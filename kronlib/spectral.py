@@ -13,8 +13,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from kronlib._checks import as_int_in, as_real, check_finite, check_not_empty
-from kronlib._validate import ArrayLike, as_conv_weight, as_float_tensor
+from kronlib._validate import (
+    ArrayLike,
+    as_conv_weight,
+    as_float_tensor,
+    as_int_in,
+    as_real,
+    check_finite,
+    check_not_empty,
+)
 from kronlib.conv import kron_kernel
 from kronlib.kron import rearrange
 
