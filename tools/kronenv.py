@@ -209,14 +209,15 @@ def _pip(python: Path, args: list[str], log: Path) -> bool:
         return proc.wait() == 0
 
 
-def _say_pip_failed(log: Path, what: str) -> None:
+def _say_pip_failed(log: Path, what: str, index: str = "") -> None:
     """One sentence for a failed install: the index could not be reached, or see the log."""
     text = log.read_text(errors="replace")
     if _OFFLINE.search(text):
+        index = index or f"the Python package index, {_index_name()}"
         print(
-            f"\nERROR: cannot reach the Python package index ({_index_name()}), which creating "
-            f"{what} needs the first time: connect to the network (or set PIP_INDEX_URL to a "
-            f"mirror) and run make again; pip's output is in {log}.",
+            f"\nERROR: cannot reach {index}, which creating {what} needs the first time: "
+            f"connect to the network and run make again (pip's output is in "
+            f"{log}).",
             file=sys.stderr,
         )
     else:
@@ -225,7 +226,7 @@ def _say_pip_failed(log: Path, what: str) -> None:
 
 
 def _index_name() -> str:
-    return os.environ.get("PIP_INDEX_URL") or "PyPI"
+    return os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple"
 
 
 def build_base(base: Path, lock: Path, torch: str) -> bool:
@@ -248,12 +249,14 @@ def build_base(base: Path, lock: Path, torch: str) -> bool:
             cpu_lock = base.with_name(base.name + ".cpu-lock.txt")
             cpu_lock.write_text("".join(kept))
             pins = read_pins(lock)
-            ok = _pip(python, [*common, "--require-hashes", "-r", str(cpu_lock)], log) and _pip(
-                python,
-                [*common, "--index-url", os.environ.get("TORCH_CPU_INDEX", TORCH_CPU_INDEX),
-                 f"torch=={pins['torch']}+cpu", f"torchvision=={pins['torchvision']}+cpu"],
-                log,
-            )
+            index = os.environ.get("TORCH_CPU_INDEX", TORCH_CPU_INDEX)
+            # torch first: an unreachable PyTorch index stops the build before anything else
+            if not _pip(python, [*common, "--index-url", index, f"torch=={pins['torch']}+cpu",
+                                 f"torchvision=={pins['torchvision']}+cpu"], log):
+                _say_pip_failed(log, "the CPU-only environment", f"PyTorch's CPU index, {index}")
+                shutil.rmtree(base, ignore_errors=True)
+                return False
+            ok = _pip(python, [*common, "--require-hashes", "-r", str(cpu_lock)], log)
         else:
             ok = _pip(python, [*common, "--require-hashes", "-r", str(lock)], log)
         if ok and not _pip(python, ["check"], log):
@@ -475,7 +478,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
             for extra in (".log", ".cpu-lock.txt"):
                 base.with_name(base.name + extra).unlink(missing_ok=True)
             print(f">> removed {base} (no clone uses it)")
-        base.with_name(base.name + ".lock").unlink(missing_ok=True)
+        # its .lock file stays: deleting it could let two makes lock two different files
     old = sorted(home.glob("venv-*"))
     if old:
         print(">> environments of the old layout (before requirements.lock), not touched:")
