@@ -10,7 +10,8 @@ PYTHON ?= python3
 # The environment (see README, "The environment" and tools/kronenv.py): the ~6 GB of locked
 # packages live once per lock in $(KRONBOOK_HOME)/base-<hash of requirements.lock>, shared by
 # clones and branches; each clone has its own thin .venv over that base, in which `import kronlib`
-# is this clone's kronlib/. TORCH=cpu (opt-in) takes PyTorch's CPU-only wheels (~2 GB in all).
+# is this clone's kronlib/. TORCH=cpu (opt-in) takes PyTorch's CPU-only wheels (~2 GB in all)
+# and the clone keeps them until TORCH=pypi.
 KRONBOOK_HOME ?= $(HOME)/.cache/kronbook
 TORCH ?=
 export KRONBOOK_HOME TORCH
@@ -34,7 +35,7 @@ help:
 	@echo "make lock       regenerate requirements.lock from requirements.txt"
 	@echo "make clean      remove _build"
 	@echo "make clean-env  remove .venv and the shared environments no clone uses"
-	@echo "environment: $(VENV) over $(KRONBOOK_HOME)/base-$$(sha256sum requirements.lock | cut -c1-12)$(if $(filter cpu,$(TORCH)),-cpu)"
+	@echo "environment: $(VENV), over $$(cat $(VENV)/kronbook-base 2>/dev/null || echo '(none yet)')"
 
 # Idempotent and quick when nothing changed: checks that the lock matches requirements.txt, creates
 # the shared base of requirements.lock if it is missing, (re)makes .venv when it is missing, points
@@ -44,7 +45,7 @@ env develop:
 
 book: develop
 	@if [ "$$(cat $(BUILD_STAMP) 2>/dev/null)" != "$(CODE_HASH)" ]; then \
-	  echo ">> kronlib or the environment changed since the last build: executing every notebook afresh"; \
+	  echo ">> kronlib or the environment changed since the last build: executing every notebook"; \
 	  rm -rf _build; fi
 	@mkdir -p _build && echo "$(CODE_HASH)" > $(BUILD_STAMP).pending
 	KRONLIB_WIDGETS=static $(BIN)/jupyter-book build . --warningiserror --keep-going

@@ -269,7 +269,7 @@ def build_base(base: Path, lock: Path, torch: str) -> bool:
             shutil.rmtree(base, ignore_errors=True)
             return False
         (base / "clones").mkdir(exist_ok=True)
-        (base / COMPLETE).write_text(f"{lock_hash(lock)} torch={torch or 'default'}\n")
+        (base / COMPLETE).write_text(f"{lock_hash(lock)} torch={torch or 'pypi'}\n")
         return True
 
 
@@ -440,12 +440,21 @@ def cmd_env(args: argparse.Namespace) -> int:
     """Base if missing, then the clone's .venv if stale: what every make target runs first."""
     if cmd_check(args):
         return 1
+    if sys.version_info[:2] != (3, 11):
+        print(f"ERROR: requirements.lock is for CPython 3.11 and {sys.executable} is "
+              f"{sys.version.split()[0]}: run make PYTHON=python3.11 (or another 3.11).",
+              file=sys.stderr)
+        return 1
     lock = Path(args.lock).resolve()
     home = Path(args.home).resolve()
-    base = base_path(home, lock, args.torch)
     venv = Path(args.venv).absolute()
+    torch = args.torch
+    if not torch:  # the clone keeps the torch it has: TORCH=cpu once is enough
+        with contextlib.suppress(OSError):
+            torch = "cpu" if (venv / MARKER).read_text().strip().endswith("-cpu") else ""
+    base = base_path(home, lock, torch)
     clone = ROOT
-    if not (base / COMPLETE).exists() and not build_base(base, lock, args.torch):
+    if not (base / COMPLETE).exists() and not build_base(base, lock, torch):
         return 1
     if venv_is_current(venv, base, clone):
         return 0
@@ -497,8 +506,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, default=Path(os.environ.get(
         "KRONBOOK_HOME", DEFAULT_HOME)))
     parser.add_argument("--venv", type=Path, default=ROOT / ".venv")
-    parser.add_argument("--torch", choices=["", "cpu"], default=os.environ.get("TORCH", ""),
-                        help="cpu: PyTorch's CPU-only wheels from the PyTorch index (opt-in)")
+    parser.add_argument(
+        "--torch", choices=["", "cpu", "pypi"], default=os.environ.get("TORCH", ""),
+        help="cpu: PyTorch's CPU-only wheels from the PyTorch index (opt-in); pypi: the locked "
+             "torch of PyPI (the default); unset: what this clone's .venv has",
+    )
     args = parser.parse_args(argv)
     commands = {"env": cmd_env, "lock": cmd_lock, "check": cmd_check, "clean": cmd_clean}
     return commands[args.command](args)
