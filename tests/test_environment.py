@@ -123,3 +123,47 @@ def test_commands_and_kernel_of_the_venv_run_its_python():
     argv0 = subprocess.run([str(VENV_PYTHON), "-c", code], capture_output=True, text=True,
                            check=True, cwd="/", env=env).stdout.strip()
     assert argv0 == str(VENV_PYTHON) or (argv0 == "python" and sys.prefix == str(VENV))
+
+
+def _fake_base(home: Path, name: str, *clones: Path) -> Path:
+    base = home / name
+    (base / "clones").mkdir(parents=True)
+    (base / kronenv.COMPLETE).write_text("")
+    for clone in clones:
+        kronenv.register(base, clone)
+    return base
+
+
+def _fake_clone(path: Path, base: Path) -> Path:
+    (path / ".venv").mkdir(parents=True)
+    (path / ".venv" / kronenv.MARKER).write_text(f"{base}\n")
+    (path / ".venv" / kronenv.CLONE_MARKER).write_text(f"{path}\n")
+    return path
+
+
+def test_clean_env_removes_only_what_no_clone_uses(tmp_path, capsys):
+    home = tmp_path / "home"
+    here, other, gone, moved = (tmp_path / n for n in ("here", "other", "gone", "moved"))
+    shared = _fake_base(home, "base-aaaaaaaaaaaa", here, other)
+    unused = _fake_base(home, "base-bbbbbbbbbbbb", here, gone, moved)
+    newer = _fake_base(home, "base-cccccccccccc", moved)
+    old_layout = home / "venv-0123456789ab"
+    old_layout.mkdir()
+    _fake_clone(here, shared)
+    _fake_clone(other, shared)
+    _fake_clone(moved, newer)  # used `unused` once, runs on another base now
+    # `gone` was deleted without `make clean-env`: it uses nothing
+    assert kronenv.main(["clean", "--home", str(home), "--venv", str(here / ".venv")]) == 0
+    assert not (here / ".venv").exists()
+    assert shared.exists() and newer.exists() and old_layout.exists()
+    assert not unused.exists()
+    assert f"kept {shared}: in use by {other}" in capsys.readouterr().out
+    assert kronenv.main(["clean", "--home", str(home), "--venv", str(other / ".venv")]) == 0
+    assert not shared.exists() and newer.exists()
+
+
+def test_clean_env_keeps_a_venv_it_did_not_make(tmp_path):
+    venv = tmp_path / ".venv"
+    (venv / "bin").mkdir(parents=True)
+    assert kronenv.main(["clean", "--home", str(tmp_path / "h"), "--venv", str(venv)]) == 0
+    assert (venv / "bin").exists()
