@@ -7,51 +7,45 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
-# The environment lives outside the clone (it is ~6 GB), keyed by the hash of requirements.txt, so
-# clones and CI runs share it and a change of pins builds a new one.
+# The environment (see README, "The environment" and tools/kronenv.py): the ~6 GB of locked
+# packages live once per lock in $(KRONBOOK_HOME)/base-<hash of requirements.lock>, shared by
+# clones and branches; each clone has its own thin .venv over that base, in which `import kronlib`
+# is this clone's kronlib/. TORCH=cpu (opt-in) takes PyTorch's CPU-only wheels (~2 GB in all)
+# and the clone keeps them until TORCH=pypi.
 KRONBOOK_HOME ?= $(HOME)/.cache/kronbook
-REQ_HASH := $(shell sha256sum requirements.txt | cut -c1-12)
-VENV ?= $(KRONBOOK_HOME)/venv-$(REQ_HASH)
+TORCH ?=
+export KRONBOOK_HOME TORCH
+VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
-ENV_STAMP := $(VENV)/.kronbook-complete
+KRONENV := $(PYTHON) tools/kronenv.py
 # What the pages depend on besides their own sources (jupyter-cache and Sphinx do not see it):
-# kronlib, the pins, the book configuration and its Sphinx extension.
-CODE_HASH = $(shell cat requirements.txt _config.yml _toc.yml $$(find kronlib book/_ext -name '*.py' | LC_ALL=C sort) | sha256sum | cut -c1-16)
+# kronlib, the locked environment, the book configuration and its Sphinx extension.
+CODE_HASH = $(shell cat requirements.lock _config.yml _toc.yml $$(find kronlib book/_ext -name '*.py' | LC_ALL=C sort) | sha256sum | cut -c1-16)
 BUILD_STAMP := _build/.kronlib-hash
 
 export PATH := $(BIN):$(PATH)
 export PYTHONHASHSEED := 0
 
-.PHONY: help env develop book test lint lab clean
+.PHONY: help env develop book test lint lab lock clean clean-env
 
 help:
-	@echo "make book   build the book into _build/html (creates the environment if missing)"
-	@echo "make test   lint + unit/property tests + nbval over every notebook"
-	@echo "make lab    open the notebooks live in JupyterLab (widgets work there)"
-	@echo "make clean  remove _build"
-	@echo "environment: $(VENV)"
+	@echo "make book       build the book into _build/html (creates the environment if missing)"
+	@echo "make test       lint + unit/property tests + nbval over every notebook"
+	@echo "make lab        open the notebooks live in JupyterLab (widgets work there)"
+	@echo "make lock       regenerate requirements.lock from requirements.txt"
+	@echo "make clean      remove _build"
+	@echo "make clean-env  remove .venv and the shared environments no clone uses"
+	@echo "environment: $(VENV), over $$(cat $(VENV)/kronbook-base 2>/dev/null || echo '(none yet)')"
 
-env: $(ENV_STAMP)
-
-$(ENV_STAMP): requirements.txt
-	@echo ">> creating the environment in $(VENV) (first time only; ~6 GB, a few minutes)"
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --progress-bar off -r requirements.txt
-	@touch $(ENV_STAMP)
-	@# environments of older pins are dead weight: keep only this one
-	@if [ "$(VENV)" = "$(KRONBOOK_HOME)/venv-$(REQ_HASH)" ]; then \
-	  find $(KRONBOOK_HOME) -maxdepth 1 -name 'venv-*' ! -name 'venv-$(REQ_HASH)' -exec rm -rf {} +; fi
-
-# kronlib is installed in editable mode; re-pointed when the venv was last used from another clone.
-develop: env
-	@(cd / && $(BIN)/python -c "import kronlib, pathlib, sys; \
-	sys.exit(pathlib.Path(kronlib.__file__).resolve().parent != pathlib.Path('$(CURDIR)/kronlib').resolve())") \
-	2>/dev/null || $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+# Idempotent and quick when nothing changed: checks that the lock matches requirements.txt, creates
+# the shared base of requirements.lock if it is missing, (re)makes .venv when it is missing, points
+# at another base or another clone, or pyproject.toml changed.
+env develop:
+	@$(KRONENV) env
 
 book: develop
 	@if [ "$$(cat $(BUILD_STAMP) 2>/dev/null)" != "$(CODE_HASH)" ]; then \
-	  echo ">> kronlib or the pins changed since the last build: executing every notebook afresh"; \
+	  echo ">> kronlib or the environment changed since the last build: executing every notebook"; \
 	  rm -rf _build; fi
 	@mkdir -p _build && echo "$(CODE_HASH)" > $(BUILD_STAMP).pending
 	KRONLIB_WIDGETS=static $(BIN)/jupyter-book build . --warningiserror --keep-going
@@ -67,5 +61,13 @@ test: lint
 lab: develop
 	$(BIN)/jupyter lab book
 
+# Resolves requirements.txt afresh (needs the package index; nothing is installed) and rewrites
+# requirements.lock; commit both. The next `make` builds the new lock's base beside the old one.
+lock:
+	@$(KRONENV) lock
+
 clean:
 	rm -rf _build
+
+clean-env:
+	@$(KRONENV) clean
