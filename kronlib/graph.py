@@ -70,11 +70,19 @@ class TracedModel:
         names: user-facing name → node, for every operation that can depend on the input:
             a module's dotted name where the module is called once (``"layer1.0.conv1"``), the
             fx node name otherwise (``"add_3"``, ``"flatten"``).
+        layers: ``call_module`` node → its module and the module's rule type (or ``None``).
     """
 
     module: fx.GraphModule
     nodes: list[fx.Node]
     names: dict[str, fx.Node] = field(default_factory=dict)
+    layers: dict[fx.Node, tuple[nn.Module, type[Rule] | None]] = field(default_factory=dict)
+
+    @property
+    def output(self) -> fx.Node | None:
+        """The node the model returns (``None`` if it returns something else)."""
+        returned = self.nodes[-1].args[0]
+        return returned if isinstance(returned, fx.Node) else None
 
     def node(self, name: str, argument: str = "layer") -> fx.Node:
         """The node called ``name``, or a ValueError listing the names."""
@@ -139,7 +147,12 @@ def trace(model: nn.Module) -> TracedModel:
         if n.op in ("call_module", "call_function", "call_method"):
             once = n.op == "call_module" and len(calls[n.target]) == 1
             names[n.target if once else n.name] = n
-    return TracedModel(gm, nodes, names)
+    layers = {}
+    for n in nodes:
+        if n.op == "call_module":
+            module = gm.get_submodule(n.target)
+            layers[n] = (module, rule_for_module(module))
+    return TracedModel(gm, nodes, names, layers)
 
 
 @dataclass(frozen=True)
@@ -219,8 +232,12 @@ def _bind(traced: TracedModel, node: fx.Node, args, kwargs) -> tuple[list[Variab
         ) from None
 
 
-def linearise(traced: TracedModel, point: torch.Tensor, policy: Policy) -> Linearisation:
+def linearise(
+    traced: TracedModel, point: torch.Tensor, policy: Policy, until: fx.Node | None = None
+) -> Linearisation:
     """Run the traced model at ``point`` (no batch axis), binding and linearising every step.
+
+    With ``until``, stop after that node (what comes later is not needed for its rows).
 
     Raises:
         UnsupportedLayerError: naming the first operation that cannot be represented and why.
@@ -229,53 +246,40 @@ def linearise(traced: TracedModel, point: torch.Tensor, policy: Policy) -> Linea
     gm = traced.module
     values: dict[fx.Node, Any] = {}
     dependent: set[fx.Node] = set()
+    tensors: set[fx.Node] = set()  # input-dependent tensors: the input and every step
     steps: dict[fx.Node, Step] = {}
     output = placeholder = None
     with torch.no_grad():
         for node in traced.nodes:
-            if node.op == "placeholder":
+            op = node.op
+            if op == "placeholder":
                 placeholder = node
                 values[node] = point[None]
                 dependent.add(node)
+                tensors.add(node)
                 continue
-            if node.op == "output":
+            if op == "output":
                 output = node.args[0]
-                if not isinstance(output, fx.Node) or output not in dependent:
+                if not isinstance(output, fx.Node) or output not in tensors:
                     raise UnsupportedLayerError(
                         "the model must return one tensor that depends on its input"
                     )
                 continue
-            if node.op == "get_attr":
+            if op == "get_attr":
                 values[node] = _attribute(gm, node.target)
                 continue
             uses = [a for a in node.all_input_nodes if a in dependent]
-            args = _map(node.args, lambda a: values[a] if isinstance(a, fx.Node) else a)
-            kwargs = _map(node.kwargs, lambda a: values[a] if isinstance(a, fx.Node) else a)
-            if not uses or _is_meta(node, {placeholder, *steps}):
+            if not uses or _is_meta(node, tensors):
+                args = _map(node.args, lambda a: values[a] if isinstance(a, fx.Node) else a)
+                kwargs = _map(node.kwargs, lambda a: values[a] if isinstance(a, fx.Node) else a)
                 values[node] = _run(gm, node, args, kwargs)
                 if uses:
                     dependent.add(node)
                 continue
             # an input-dependent tensor operation: its rule
-            tensor_uses = [a for a in uses if a in steps or a is placeholder]
-            wrapped = {a: Variable(values[a]) for a in tensor_uses}
-            by_id = {id(v): a for a, v in wrapped.items()}
-            args = _map(node.args, lambda a, w=wrapped: _arg(a, values, w))
-            kwargs = _map(node.kwargs, lambda a, w=wrapped: _arg(a, values, w))
-            variables, rule = _bind(traced, node, args, kwargs)
-            reason = rule.why_not()
-            if reason:
-                raise UnsupportedLayerError(f"{traced.label(node)} is not supported: {reason}")
-            returned = {id(v) for v in variables}
-            ignored = [a for a, v in wrapped.items() if id(v) not in returned]
-            if ignored or not variables:
-                raise UnsupportedLayerError(
-                    f"{traced.label(node)} is not supported: an argument other than its input "
-                    f"depends on the input ({ignored[0].name if ignored else '?'}), so it is "
-                    "not linear in it"
-                )
+            step = _step(traced, node, values, tensors)
             try:
-                lin = rule.linearise([v.value for v in variables], policy)
+                lin = step.rule.linearise([values[i] for i in step.inputs], policy)
             except (RuntimeError, ValueError) as error:
                 shape = tuple(point.shape)
                 raise ValueError(
@@ -283,8 +287,51 @@ def linearise(traced: TracedModel, point: torch.Tensor, policy: Policy) -> Linea
                 ) from None
             values[node] = lin.value
             dependent.add(node)
-            steps[node] = Step(rule, lin, [by_id[id(v)] for v in variables])
+            tensors.add(node)
+            steps[node] = Step(step.rule, lin, step.inputs)
+            if node is until:
+                output = traced.output
+                break
     return Linearisation(traced, values, steps, placeholder, output)
+
+
+@dataclass(frozen=True)
+class _Bound:
+    rule: Rule
+    inputs: list[fx.Node]
+
+
+def _step(traced: TracedModel, node: fx.Node, values: dict, tensors: set[fx.Node]) -> _Bound:
+    """Bind the rule of an input-dependent operation and check that it can represent it."""
+    if node.op == "call_module" and len(node.args) == 1 and not node.kwargs:
+        # the common case, a layer called on one tensor: no argument rewriting
+        (source,) = node.args
+        module, rule_type = traced.layers[node]
+        if rule_type is not None and source in tensors:
+            rule = rule_type.from_module(module)
+            _check(traced, node, rule)
+            return _Bound(rule, [source])
+    wrapped = {a: Variable(values[a]) for a in node.all_input_nodes if a in tensors}
+    by_id = {id(v): a for a, v in wrapped.items()}
+    args = _map(node.args, lambda a: _arg(a, values, wrapped))
+    kwargs = _map(node.kwargs, lambda a: _arg(a, values, wrapped))
+    variables, rule = _bind(traced, node, args, kwargs)
+    _check(traced, node, rule)
+    returned = {id(v) for v in variables}
+    ignored = [a for a, v in wrapped.items() if id(v) not in returned]
+    if ignored or not variables:
+        raise UnsupportedLayerError(
+            f"{traced.label(node)} is not supported: an argument other than its input "
+            f"depends on the input ({ignored[0].name if ignored else '?'}), so it is "
+            "not linear in it"
+        )
+    return _Bound(rule, [by_id[id(v)] for v in variables])
+
+
+def _check(traced: TracedModel, node: fx.Node, rule: Rule) -> None:
+    reason = rule.why_not()
+    if reason:
+        raise UnsupportedLayerError(f"{traced.label(node)} is not supported: {reason}")
 
 
 def _arg(a: Any, values: dict, wrapped: dict) -> Any:

@@ -195,14 +195,20 @@ def _point(model: nn.Module, x: ArrayLike | None, input_shape: Sequence[int] | N
     return _Point(point.to(device=device, dtype=dtype, copy=True), exact=True)
 
 
-def _linearise(model: nn.Module, point: _Point, average_maxpool: bool = False) -> Linearisation:
-    return linearise(_traced(model), point.anchor, Policy(point.exact, average_maxpool))
+def _linearise(
+    model: nn.Module, point: _Point, average_maxpool: bool = False, until: str | None = None
+) -> Linearisation:
+    """The model linearised at the point (up to the operation named ``until``, if given)."""
+    traced = _traced(model)
+    stop = None if until is None else traced.node(until, "layer")
+    return linearise(traced, point.anchor, Policy(point.exact, average_maxpool), until=stop)
 
 
 def _one_hot(index: torch.Tensor, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
     """``(len(index), *shape)`` rows, one 1 each at the flat ``index``."""
-    rows = torch.zeros(len(index), math.prod(shape), dtype=like.dtype, device=like.device)
-    rows[torch.arange(len(index)), index.to(like.device)] = 1
+    size = math.prod(shape)
+    rows = torch.zeros(len(index), size, dtype=like.dtype, device=like.device)
+    rows.scatter_(1, index.to(like.device)[:, None], 1.0)
     return rows.reshape(len(index), *shape)
 
 
@@ -310,15 +316,17 @@ def virtual_matrix(
         picks = torch.arange(n_out) if index is None else index
         J = pull_back(lin, {lin.output: _one_hot(picks, value.shape[1:], value)})
         J = J.reshape(n_selected, n_in)
+    lead = out_shape if index is None else (n_selected,)
+    J = J.reshape(*lead, *in_shape).detach()  # results, not part of anyone's autograd graph
+    if not bias:
+        return J
     if lin.approximate:
         # the offset of the approximate map (biases through its own steps), not value − J·x
         constant = affine_offset(lin, lin.output).flatten()
         offset = constant if index is None else constant[index.to(constant.device)]
     else:
         picked = value.flatten() if index is None else value.flatten()[index.to(value.device)]
-        offset = picked - J @ point.anchor.flatten()
-    lead = out_shape if index is None else (n_selected,)
-    J = J.reshape(*lead, *in_shape).detach()  # results, not part of anyone's autograd graph
+        offset = picked - J.reshape(n_selected, n_in) @ point.anchor.flatten()
     offset = offset.reshape(lead).detach()
     return (J, offset) if bias else J
 
@@ -618,11 +626,10 @@ def effective_kernels(
     if max_channels is not None:
         max_channels = as_int(max_channels, "max_channels", minimum=1)
     point = _point(model, x, input_shape)
-    lin = _linearise(model, point)
     if layer is None:
-        raise ValueError(
-            f"layer must name an operation of the model, one of {list(lin.traced.names)}"
-        )
+        names = list(_traced(model).names)
+        raise ValueError(f"layer must name an operation of the model, one of {names}")
+    lin = _linearise(model, point, until=layer)
     node = lin.traced.node(layer, "layer")
     if node not in lin.steps:
         raise ValueError(f"layer must name an operation that depends on the input, got {layer!r}")

@@ -27,13 +27,16 @@ class Gate(Rule):
     slope: float = 0.0
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """``(1, ...)``: 1 where ``x > 0``, the slope elsewhere, in ``x``'s dtype.
+        """``(1, ...)``: 1 where ``x > 0``, the slope elsewhere (a bool mask for ReLU).
 
-        The slope is a Python float made a tensor of ``x``'s dtype, so it is not rounded to
-        float32 in a float64 computation.
+        A LeakyReLU's slope is a Python float made a tensor of ``x``'s dtype, so it is not
+        rounded to float32 in a float64 computation.
         """
+        on = x > 0
+        if self.slope == 0.0:
+            return on
         return torch.where(
-            x > 0, torch.ones((), dtype=x.dtype), torch.tensor(self.slope, dtype=x.dtype)
+            on, torch.ones((), dtype=x.dtype), torch.tensor(self.slope, dtype=x.dtype)
         )
 
     def linearise(self, inputs: Sequence[torch.Tensor], policy: Policy) -> Linearised:
@@ -42,7 +45,9 @@ class Gate(Rule):
         if not policy.exact:
             return Linearised(x, lambda tangents: tangents[0], lambda cot: [cot])
         gate = self.gate(x)
-        return Linearised(x * gate, lambda tangents: tangents[0] * gate, lambda cot: [cot * gate])
+        # the value as the model computes it, so that later masks fall as they do there
+        value = F.relu(x) if self.slope == 0.0 else F.leaky_relu(x, self.slope)
+        return Linearised(value, lambda tangents: tangents[0] * gate, lambda cot: [cot * gate])
 
 
 @dataclass(frozen=True, eq=False)

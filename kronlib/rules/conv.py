@@ -130,9 +130,8 @@ class Conv(Rule):
         ):
             # the transpose of a stride-1 convolution is a convolution with the flipped kernel,
             # which runs faster on CPUs than conv_transpose2d
-            flipped = weight.flip(2, 3).transpose(0, 1)
             pad = tuple(k - 1 - p for p, k in zip(padding, kernel, strict=True))
-            return lambda cot: [F.conv2d(cot, flipped, None, 1, pad)]
+            return lambda cot: [F.conv2d(cot, weight.flip(2, 3).transpose(0, 1), None, 1, pad)]
         extra = tuple(
             in_shape[1 + axis]
             - (
