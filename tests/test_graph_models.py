@@ -515,3 +515,35 @@ def test_random_graphs_against_jacrev(case):
         assert relative_error(J, reference) < 1e-10
         assert relative_error((J * x).flatten(1).sum(1) + offset, net(x[None])[0]) < 1e-10
     assert relative_error(sum(path_terms(net, x).values()), reference) < 1e-10
+
+
+class _Functional(nn.Module):
+    """Functional and in-place forms, reshapes by view/reshape, a constant shift and a scale."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(8, 3, 3, stride=2)
+        self.fc = nn.Linear(3 * 3 * 3, 5)
+
+    def forward(self, x):
+        h = F.relu(self.conv1(x), inplace=True)
+        h = torch.cat([torch.relu(h), F.leaky_relu(self.bn(h) - 0.25, 0.2)], dim=1)
+        h = F.max_pool2d(h, 2, ceil_mode=True) * 0.5 + 1.0
+        h = F.avg_pool2d(self.conv2(h).relu_(), 1)
+        h = h.view(h.size(0), -1).reshape(-1, 27)
+        return self.fc(torch.flatten(h, 1)) / 3.0
+
+
+def test_functional_and_in_place_forms_against_jacrev():
+    torch.manual_seed(10)
+    model = randomised(_Functional())
+    x = torch.randn(1, 13, 13, dtype=torch.float64)
+    before = x.clone()
+    reference = jacobian(model, x)
+    for method in ("forward", "reverse"):
+        J, offset = virtual_matrix(model, x, bias=True, method=method)
+        assert relative_error(J, reference) < 1e-12
+        assert relative_error((J * x).flatten(1).sum(1) + offset, model(x[None])[0]) < 1e-12
+    torch.testing.assert_close(x, before, rtol=0, atol=0)
