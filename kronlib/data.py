@@ -22,12 +22,15 @@ from kronlib._validate import pair_of_positive_ints
 
 __all__ = [
     "SAMPLE_IMAGES",
+    "VARIED_SCALES",
     "Digits",
     "describe_image",
     "image_path",
     "imagenet_input",
     "load_image",
     "mnist",
+    "place_digits",
+    "varied_mnist",
 ]
 
 
@@ -239,6 +242,66 @@ def mnist(
     if verbose:
         print(f"MNIST {split}: {len(digits):,} digits, {size}×{size}; source: {source}")
     return digits
+
+
+#: the range of scales of :func:`place_digits` (1 = MNIST's own size)
+VARIED_SCALES = (0.7, 1.6)
+_INK_HALF_WIDTH = 10  # MNIST's ink sits in the central 20×20 of its 28×28 box
+
+
+def place_digits(
+    images: torch.Tensor, generator: torch.Generator, scales: tuple[float, float] = VARIED_SCALES
+) -> torch.Tensor:
+    """Each centred digit at its own random scale and position on the same canvas.
+
+    A digit centred on a canvas (as :func:`mnist` pads it) is scaled by a factor drawn
+    uniformly from ``scales`` and moved by a random offset that keeps its ink on the canvas
+    (bilinear resampling, zeros outside).
+
+    Args:
+        images: ``(N, 1, S, S)`` digits centred on an ``S×S`` canvas.
+        generator: the random source (the same generator state gives the same placements).
+        scales: ``(smallest, largest)`` scale factor.
+
+    Returns:
+        ``(N, 1, S, S)`` float32.
+    """
+    n, _, height, width = images.shape
+    low, high = scales
+    scale = low + (high - low) * torch.rand(n, generator=generator)
+    # the ink's half width in normalised coordinates, after scaling
+    ink = scale * _INK_HALF_WIDTH / (width / 2)
+    room = (1 - ink).clamp_min(0)
+    shift = (2 * torch.rand(n, 2, generator=generator) - 1) * room[:, None]
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale
+    theta[:, :, 2] = -shift / scale[:, None]
+    grid = torch.nn.functional.affine_grid(theta, [n, 1, height, width], align_corners=False)
+    return torch.nn.functional.grid_sample(
+        images.to(torch.float32), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+
+
+def varied_mnist(split: str = "train", *, canvas: int = 48, seed: int = 0, **kwargs) -> Digits:
+    """MNIST digits at random positions and scales on a ``canvas×canvas`` field.
+
+    The same digits and split as :func:`mnist`, each placed once by :func:`place_digits` with a
+    generator seeded by ``seed`` (and the split), so every call gives the same images. Training
+    draws fresh placements every epoch instead (``TrainConfig(augment="place")``).
+
+    Args:
+        split: ``"train"`` or ``"test"``.
+        canvas: side of the field (at least 28).
+        seed: seed of the placements.
+        **kwargs: passed to :func:`mnist`.
+
+    Returns:
+        :class:`Digits` with images ``(N, 1, canvas, canvas)``.
+    """
+    centred = mnist(split, size=canvas, **kwargs)
+    generator = torch.Generator().manual_seed(seed * 2 + (split == "test"))
+    placed = place_digits(centred.images, generator)
+    return Digits(placed.contiguous(), centred.labels, f"{centred.source}, placed at random")
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

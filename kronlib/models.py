@@ -14,10 +14,14 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-__all__ = ["LeNet5", "TinyConvNet", "alexnet", "calibrate_batchnorm", "count_parameters"]
+from kronlib._validate import as_int
+
+__all__ = ["DeepCNN", "LeNet5", "TinyConvNet", "alexnet", "calibrate_batchnorm", "count_parameters"]
 
 
-def LeNet5(batchnorm: bool = False, activation: str = "relu") -> nn.Sequential:  # noqa: N802
+def LeNet5(  # noqa: N802
+    batchnorm: bool = False, activation: str = "relu", input_size: int = 32
+) -> nn.Sequential:
     """LeNet-5 for 32×32 digits: the blog's seven layers plus their ReLUs.
 
     ``conv1`` 5×5 → 6, ReLU, ``pool1`` 2×2 max, ``conv2`` 5×5 → 16, ReLU, ``pool2`` 2×2 max,
@@ -27,9 +31,13 @@ def LeNet5(batchnorm: bool = False, activation: str = "relu") -> nn.Sequential: 
     Args:
         batchnorm: insert ``bn1``/``bn2`` (BatchNorm2d) after each convolution.
         activation: ``"relu"`` or ``"leaky"`` (LeakyReLU with slope 0.1).
+        input_size: side of the square input (32, or 48 for the varied digits); fc1 takes
+            ``16·s·s`` features with ``s = ((input_size − 4) / 2 − 4) / 2``.
     """
     if activation not in ("relu", "leaky"):
         raise ValueError(f"activation must be 'relu' or 'leaky', got {activation!r}")
+    input_size = as_int(input_size, "input_size", minimum=16)
+    side = ((input_size - 4) // 2 - 4) // 2
 
     def act() -> nn.Module:
         return nn.ReLU() if activation == "relu" else nn.LeakyReLU(0.1)
@@ -46,7 +54,7 @@ def LeNet5(batchnorm: bool = False, activation: str = "relu") -> nn.Sequential: 
                 *conv_block(1, 1, 6),
                 *conv_block(2, 6, 16),
                 ("flatten", nn.Flatten()),
-                ("fc1", nn.Linear(16 * 5 * 5, 120)),
+                ("fc1", nn.Linear(16 * side * side, 120)),
                 ("relu3", act()),
                 ("fc2", nn.Linear(120, 84)),
                 ("relu4", act()),
@@ -54,6 +62,43 @@ def LeNet5(batchnorm: bool = False, activation: str = "relu") -> nn.Sequential: 
             ]
         )
     )
+
+
+def DeepCNN(  # noqa: N802
+    input_size: int = 32, widths: tuple[int, ...] = (8, 8, 16, 16, 32, 32, 32, 32)
+) -> nn.Sequential:
+    """A VGG-style plain chain of 3×3 convolutions for digits, deeper than LeNet-5.
+
+    Convolutions come in pairs, each ``conv`` (padding 1) → ``bn`` (BatchNorm2d) → ``relu``;
+    a 2×2 max-pool follows each pair; then flatten and one linear layer to 10 classes. With
+    the default eight widths, four pools take a 32×32 input to 2×2 and a 48×48 one to 3×3.
+    Names: ``conv1``, ``bn1``, ``relu1``, …, ``pool1``, …, ``flatten``, ``fc``.
+
+    Args:
+        input_size: side of the square input (divisible by ``2 ** (len(widths) // 2)``).
+        widths: output channels of each convolution (an even number of them, at least 8).
+    """
+    input_size = as_int(input_size, "input_size", minimum=1)
+    if len(widths) < 8 or len(widths) % 2:
+        raise ValueError(f"widths must hold an even number ≥ 8 of ints, got {widths!r}")
+    pools = len(widths) // 2
+    if input_size % 2**pools:
+        raise ValueError(f"input_size must be divisible by {2**pools}, got {input_size}")
+    layers: list[tuple[str, nn.Module]] = []
+    c_in = 1
+    for index, width in enumerate(widths, start=1):
+        width = as_int(width, "widths (each)", minimum=1)
+        layers += [
+            (f"conv{index}", nn.Conv2d(c_in, width, 3, padding=1)),
+            (f"bn{index}", nn.BatchNorm2d(width)),
+            (f"relu{index}", nn.ReLU()),
+        ]
+        if index % 2 == 0:
+            layers.append((f"pool{index // 2}", nn.MaxPool2d(2)))
+        c_in = width
+    side = input_size // 2**pools
+    layers += [("flatten", nn.Flatten()), ("fc", nn.Linear(c_in * side * side, 10))]
+    return nn.Sequential(OrderedDict(layers))
 
 
 def calibrate_batchnorm(model: nn.Module, images: torch.Tensor) -> nn.Module:

@@ -30,6 +30,7 @@ __all__ = [
     "active_channels_by_layer",
     "index_formula_row",
     "saliency",
+    "saliency_batch",
     "verify_layers",
 ]
 
@@ -53,6 +54,44 @@ def saliency(model: nn.Module, x: ArrayLike, output: int) -> torch.Tensor:
     value = values[as_int_in(output, "output", 0, n - 1, f"the model gives {n} outputs")]
     (grad,) = torch.autograd.grad(value, point)
     return grad
+
+
+def saliency_batch(model: nn.Module, images: ArrayLike, outputs: ArrayLike) -> torch.Tensor:
+    """Saliency of many inputs at once: ``∂ model(images)[i, outputs[i]] / ∂ images[i]``.
+
+    One backward pass for the whole batch: in eval mode the images of a batch do not interact,
+    so the gradient of the sum of the chosen outputs splits into each image's own row of its
+    exact virtual matrix.
+
+    Args:
+        model: a model in eval mode (no batch statistics), ``(N, *in) → (N, K)``.
+        images: ``(N, *in)``.
+        outputs: ``(N,)`` the output index for each image.
+
+    Returns:
+        ``(N, *in)``, detached.
+    """
+    batch = as_float_tensor(images, "images").detach().clone().requires_grad_(True)
+    index = torch.as_tensor(outputs)
+    if index.dtype in (torch.bool,) or index.dtype.is_floating_point:
+        raise TypeError(f"outputs must hold ints, got dtype {index.dtype}")
+    if index.shape != (batch.shape[0],):
+        raise ValueError(
+            f"outputs must have one index per image, shape ({batch.shape[0]},), got "
+            f"{tuple(index.shape)}"
+        )
+    if any(m.training for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
+        raise ValueError(
+            "model has BatchNorm in training mode, which couples the images: call eval()"
+        )
+    scores = model(batch)
+    if scores.ndim != 2:
+        raise ValueError(f"model must return (N, K) scores, got shape {tuple(scores.shape)}")
+    if int(index.min()) < 0 or int(index.max()) >= scores.shape[1]:
+        raise ValueError(f"outputs must index the {scores.shape[1]} outputs, got {index.tolist()}")
+    chosen = scores.gather(1, index.to(scores.device)[:, None]).sum()
+    (grad,) = torch.autograd.grad(chosen, batch)
+    return grad.detach()
 
 
 @dataclass(frozen=True)

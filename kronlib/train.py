@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from kronlib.data import Digits, data_home
+from kronlib.data import Digits, data_home, place_digits
 
 __all__ = ["TrainConfig", "TrainResult", "accuracy", "train"]
 
@@ -30,13 +30,18 @@ _FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters of :func:`train` (all part of the cache key)."""
+    """Hyper-parameters of :func:`train` (all part of the cache key).
+
+    ``augment="place"`` trains on fresh random placements of the (centred) training digits
+    every epoch (:func:`kronlib.data.place_digits`), seeded by ``seed`` and the epoch.
+    """
 
     epochs: int = 8
     batch_size: int = 64
     learning_rate: float = 1e-3
     seed: int = 0
     threads: int = 2
+    augment: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "threads"):
@@ -45,6 +50,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        if self.augment not in (None, "place"):
+            raise ValueError(f"augment must be None or 'place', got {self.augment!r}")
 
 
 @dataclass
@@ -131,6 +138,7 @@ def train(
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     progress: bool = True,
+    verbose: bool = True,
 ) -> TrainResult:
     """Train ``build()`` on ``train_data`` with Adam and cross-entropy, deterministically.
 
@@ -144,6 +152,7 @@ def train(
         cache_dir: where weights are cached (default ``data_home() / "weights"``).
         use_cache: read and write the cache; ``False`` always trains and stores nothing.
         progress: show a progress bar over the epochs.
+        verbose: print one line saying where the weights came from.
 
     Returns:
         :class:`TrainResult` with the model in eval mode and its test accuracy.
@@ -158,9 +167,11 @@ def train(
         record = _load_cached(path, spec, model)
         if record is not None:
             model.eval()
-            print(
-                f"{name}: cached weights {path.name}, test accuracy {record['test_accuracy']:.2%}"
-            )
+            if verbose:
+                print(
+                    f"{name}: cached weights {path.name}, test accuracy "
+                    f"{record['test_accuracy']:.2%}"
+                )
             return TrainResult(model, record["test_accuracy"], record["history"], True, 0.0, path)
 
     threads = torch.get_num_threads()
@@ -177,7 +188,8 @@ def train(
         record = {"spec": spec, "state_dict": state, "history": history}
         record["test_accuracy"] = test_accuracy
         _save(path, record)
-    print(f"{name}: trained in {seconds:.1f} s, test accuracy {test_accuracy:.2%}")
+    if verbose:
+        print(f"{name}: trained in {seconds:.1f} s, test accuracy {test_accuracy:.2%}")
     return TrainResult(model, test_accuracy, history, False, seconds, path if use_cache else None)
 
 
@@ -205,11 +217,15 @@ def _fit(
     for epoch in epochs:
         model.train()
         order = torch.randperm(len(train_data), generator=generator)
+        images = train_data.images
+        if config.augment == "place":
+            placements = torch.Generator().manual_seed(config.seed * 10_000 + epoch)
+            images = place_digits(images, placements)
         total = 0.0
         for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size]
             optimizer.zero_grad()
-            loss = loss_fn(model(train_data.images[batch]), train_data.labels[batch])
+            loss = loss_fn(model(images[batch]), train_data.labels[batch])
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * len(batch)

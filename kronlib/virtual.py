@@ -605,6 +605,7 @@ def effective_kernels(
     *,
     input_shape: Sequence[int] | None = None,
     max_channels: int | None = None,
+    channels: Sequence[int] | ArrayLike | None = None,
 ) -> EffectiveKernels:
     """The effective kernel of every channel of ``layer``, on the input canvas.
 
@@ -619,6 +620,8 @@ def effective_kernels(
             ``"layer1.0.conv2"``); a wrong name raises a ValueError listing the names.
         input_shape: the input shape when ``x`` is None.
         max_channels: keep only the first channels (large layers): a positive int.
+        channels: or name the channels to keep, in the order wanted (e.g. the most active
+            first); ``positions`` and ``kernels`` follow that order.
 
     Returns:
         :class:`EffectiveKernels`.
@@ -636,24 +639,28 @@ def effective_kernels(
     activation = lin.values[node][0]
     if activation.ndim == 0:
         raise ValueError(f"layer {layer!r} has no channel axis")
-    channels = (
-        activation.shape[0] if max_channels is None else min(max_channels, activation.shape[0])
-    )
-    device = activation.device
-    if activation.ndim == 1:
-        positions = torch.empty(channels, 0, dtype=torch.long)
-        flat = torch.arange(channels, device=device)
+    if channels is not None and max_channels is not None:
+        raise ValueError("give channels or max_channels, not both")
+    if channels is not None:
+        chosen = as_index(channels, "channels", activation.shape[0])
     else:
-        spatial = activation[:channels].flatten(1)
+        count = activation.shape[0] if max_channels is None else max_channels
+        chosen = torch.arange(min(count, activation.shape[0]))
+    n_chosen, device = len(chosen), activation.device
+    if activation.ndim == 1:
+        positions = torch.empty(n_chosen, 0, dtype=torch.long)
+        flat = chosen.to(device)
+    else:
+        spatial = activation[chosen.to(device)].flatten(1)
         if point.exact:
             where = spatial.argmax(dim=1)
         else:
             centre = [s // 2 for s in activation.shape[1:]]
-            where = torch.full((channels,), _flat_index(centre, activation.shape[1:]))
+            where = torch.full((n_chosen,), _flat_index(centre, activation.shape[1:]))
         positions = torch.stack(torch.unravel_index(where.cpu(), activation.shape[1:]), dim=1)
-        flat = torch.arange(channels, device=device) * spatial.shape[1] + where.to(device)
+        flat = chosen.to(device) * spatial.shape[1] + where.to(device)
     seed = _one_hot(flat.cpu(), activation.shape, activation[None])
-    kernels = pull_back(lin, {node: seed}).reshape(channels, *point.anchor.shape).detach()
+    kernels = pull_back(lin, {node: seed}).reshape(n_chosen, *point.anchor.shape).detach()
     activations = activation.detach().clone() if point.exact else None
     return EffectiveKernels(layer, positions, activations, kernels)
 

@@ -547,3 +547,19 @@ def test_functional_and_in_place_forms_against_jacrev():
         assert relative_error(J, reference) < 1e-12
         assert relative_error((J * x).flatten(1).sum(1) + offset, model(x[None])[0]) < 1e-12
     torch.testing.assert_close(x, before, rtol=0, atol=0)
+
+
+def test_effective_kernels_of_chosen_channels_follow_their_order():
+    torch.manual_seed(11)
+    model = nn.Sequential(nn.Conv2d(1, 5, 3), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 16, 4))
+    x = torch.randn(1, 6, 6)
+    every = effective_kernels(model, x, "1")
+    chosen = effective_kernels(model, x, "1", channels=[3, 0])
+    torch.testing.assert_close(chosen.kernels, every.kernels[[3, 0]])
+    assert chosen.positions.tolist() == every.positions[[3, 0]].tolist()
+    units = effective_kernels(model, x, "3", channels=np.array([2]))
+    torch.testing.assert_close(units.kernels[0], virtual_matrix(model, x, outputs=2)[0])
+    with pytest.raises(ValueError, match="channels must index 5 entries"):
+        effective_kernels(model, x, "1", channels=[5])
+    with pytest.raises(ValueError, match="not both"):
+        effective_kernels(model, x, "1", channels=[1], max_channels=2)

@@ -25,9 +25,15 @@ from kronlib.viz.spectral import (
     spectra_figure,
 )
 from kronlib.viz.tables import markdown_table
-from kronlib.viz.virtual import channel_mosaic, layer_view_figure
+from kronlib.viz.virtual import (
+    SIGNED_CMAP,
+    channel_mosaic,
+    layer_view_figure,
+    templates_figure,
+)
 
 __all__ = [
+    "SIGNED_CMAP",
     "NotebookFigure",
     "Panel",
     "channel_mosaic",
@@ -48,5 +54,6 @@ __all__ = [
     "shape_text",
     "show",
     "spectra_figure",
+    "templates_figure",
     "to_display",
 ]

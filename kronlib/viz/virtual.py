@@ -1,16 +1,28 @@
-"""Figures of chapter 5: class templates and per-channel activations with effective kernels."""
+"""Figures of chapter 5: class templates, and per-channel activations with effective kernels.
+
+Signed quantities (templates, rows, kernels) use one zero-centred diverging colormap,
+:data:`SIGNED_CMAP`, with a colour bar; activations use viridis with their own colour bar.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from kronlib._validate import ArrayLike, as_float_tensor
-from kronlib.viz.base import NotebookFigure, to_display
+from kronlib.viz.base import NotebookFigure
 
-__all__ = ["channel_mosaic", "layer_view_figure"]
+__all__ = ["SIGNED_CMAP", "channel_mosaic", "layer_view_figure", "templates_figure"]
+
+#: the colormap of every signed map in the book (blue negative, white zero, red positive)
+SIGNED_CMAP = "RdBu_r"
+_OFF = np.array([0.86, 0.86, 0.86])  # the tile of a channel that is off for this input
 
 
 def _tile(image: np.ndarray, size: int) -> np.ndarray:
@@ -21,62 +33,179 @@ def _tile(image: np.ndarray, size: int) -> np.ndarray:
     return image[rows][:, cols]
 
 
-def _as_rgb(kernel: torch.Tensor) -> np.ndarray:
-    """A kernel ``(C, H, W)`` as an RGB tile: colour for 3 channels, gray otherwise."""
-    k = kernel.detach().cpu().double()
-    if k.shape[0] == 3:
-        return to_display(k.permute(1, 2, 0))
-    gray = to_display(k.sum(0))
-    return np.repeat(gray[..., None], 3, axis=2)
+def _crop(kernel: np.ndarray, side: int) -> np.ndarray:
+    """The ``side×side`` window of a ``(H, W)`` kernel around its non-zero support."""
+    height, width = kernel.shape
+    if side >= max(height, width):
+        return kernel
+    rows, cols = np.nonzero(kernel)
+    if rows.size == 0:
+        centre_r, centre_c = height // 2, width // 2
+    else:
+        centre_r, centre_c = (rows.min() + rows.max()) // 2, (cols.min() + cols.max()) // 2
+    top = int(np.clip(centre_r - side // 2, 0, height - side))
+    left = int(np.clip(centre_c - side // 2, 0, width - side))
+    return kernel[top : top + side, left : left + side]
+
+
+def _off(size: int) -> np.ndarray:
+    """A light grey tile crossed by two diagonals: a channel that is off."""
+    tile = np.ones((size, size, 3)) * _OFF
+    diagonal = np.arange(size)
+    tile[diagonal, diagonal] = tile[diagonal, size - 1 - diagonal] = 0.55
+    return tile
 
 
 def channel_mosaic(
-    activations: ArrayLike | None, kernels: ArrayLike, *, ncols: int = 8, tile: int = 48
+    activations: ArrayLike | None,
+    kernels: ArrayLike,
+    *,
+    ncols: int = 8,
+    tile: int = 48,
+    crop: int | None = None,
+    kernel_bound: float | None = None,
+    activation_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """One RGB image holding, per channel, its activation map (viridis) and effective kernel.
+    """One RGB image holding, per channel, its activation map and its effective kernel.
+
+    Activations are coloured with viridis on ``activation_range``; kernels (summed over input
+    channels) with :data:`SIGNED_CMAP` on ``[-kernel_bound, kernel_bound]``. A channel whose
+    kernel is exactly zero (switched off for this input) is drawn as a crossed grey tile.
 
     Args:
         activations: ``(n, h, w)`` maps, ``(n,)`` scalars (linear layers), or ``None``.
         kernels: ``(n, C, H, W)`` effective kernels on the input canvas.
         ncols: channels per row.
         tile: side of each tile in pixels.
+        crop: show each kernel's ``crop×crop`` window around its support (its receptive field).
+        kernel_bound: the colour scale of kernels (default: their largest magnitude).
+        activation_range: the colour scale of activations (default: their min and max).
 
     Returns:
-        ``(rows·tile, ncols·(2·tile + gap), 3)`` floats in ``[0, 1]``.
+        ``(rows·(tile + gap), ncols·width, 3)`` floats in ``[0, 1]``.
     """
-    k = as_float_tensor(kernels, "kernels")
+    k = as_float_tensor(kernels, "kernels").detach().cpu().double().sum(1).numpy()
     n = k.shape[0]
     gap = max(2, tile // 8)
     rows = -(-n // ncols)
     width = 2 * tile + gap if activations is not None else tile + gap
     mosaic = np.ones((rows * (tile + gap), ncols * width, 3))
+    bound = kernel_bound or float(np.abs(k).max()) or 1.0
+    signed = colormaps[SIGNED_CMAP]
     maps = None
     if activations is not None:
         a = as_float_tensor(activations, "activations").detach().cpu().double()
         a = a.reshape(n, 1, 1) if a.ndim == 1 else a
-        low, high = float(a.min()), float(a.max())
+        low, high = activation_range or (float(a.min()), float(a.max()))
         scaled = (a - low) / (high - low) if high > low else torch.zeros_like(a)
-        maps = colormaps["viridis"](scaled.numpy())[..., :3]
+        maps = colormaps["viridis"](scaled.clamp(0, 1).numpy())[..., :3]
     for c in range(n):
         r, q = divmod(c, ncols)
         top, left = r * (tile + gap), q * width
         if maps is not None:
             mosaic[top : top + tile, left : left + tile] = _tile(maps[c], tile)
             left += tile
-        mosaic[top : top + tile, left : left + tile] = _tile(_as_rgb(k[c]), tile)
+        if not np.any(k[c]):
+            picture = _off(tile)
+        else:
+            shown = _crop(k[c], crop) if crop else k[c]
+            picture = _tile(signed(0.5 + 0.5 * np.clip(shown / bound, -1, 1))[..., :3], tile)
+        mosaic[top : top + tile, left : left + tile] = picture
     return mosaic
 
 
 def layer_view_figure(
-    activations: ArrayLike | None, kernels: ArrayLike, title: str, *, ncols: int = 8
+    activations: ArrayLike | None,
+    kernels: ArrayLike,
+    title: str,
+    *,
+    ncols: int = 8,
+    crop: int | None = None,
+    rows: int | None = None,
 ) -> Figure:
-    """A layer at a glance: per channel, activation (viridis) beside effective kernel (gray)."""
+    """A layer at a glance: per channel, its activation map beside its effective kernel.
+
+    Two colour bars: activations (viridis, this layer's range) and kernels (the signed
+    colormap, zero white). Channels that are off for this input show a crossed grey tile.
+
+    Args:
+        activations: ``(n, h, w)``, ``(n,)`` or ``None``.
+        kernels: ``(n, C, H, W)``.
+        title: the figure's title.
+        ncols: channels per row.
+        crop: show each kernel's receptive-field window, ``crop×crop``, enlarged.
+        rows: reserve this many rows of tiles (a fixed height across a control's frames).
+    """
     k = as_float_tensor(kernels, "kernels")
-    mosaic = channel_mosaic(activations, k, ncols=ncols, tile=40 if k.shape[0] > 32 else 56)
-    height = 9.5 * mosaic.shape[0] / mosaic.shape[1] + 0.5
-    fig = NotebookFigure(figsize=(9.5, max(1.6, height)), layout="constrained")
+    tile = 40 if k.shape[0] > 32 else 56
+    mosaic = channel_mosaic(activations, k, ncols=ncols, tile=tile, crop=crop)
+    needed = mosaic.shape[0] // (tile + max(2, tile // 8))
+    if rows is not None and rows > needed:
+        pad = np.ones(((rows - needed) * (tile + max(2, tile // 8)), mosaic.shape[1], 3))
+        mosaic = np.concatenate([mosaic, pad])
+    height = 9.0 * mosaic.shape[0] / mosaic.shape[1] + 1.1
+    fig = NotebookFigure(figsize=(10.5, max(2.2, height)), layout="constrained")
     ax = fig.add_subplot()
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(title, fontsize=10)
+    summed = k.detach().cpu().double().sum(1)
+    bound = float(summed.abs().max()) or 1.0
+    kernel_bar = ScalarMappable(Normalize(-bound, bound), colormaps[SIGNED_CMAP])
+    fig.colorbar(kernel_bar, ax=ax, location="right", shrink=0.8, pad=0.01, label="kernel")
+    if activations is not None:
+        a = as_float_tensor(activations, "activations").detach().cpu().double()
+        low, high = float(a.min()), float(a.max())
+        act_bar = ScalarMappable(Normalize(low, high if high > low else low + 1), "viridis")
+        fig.colorbar(act_bar, ax=ax, location="right", shrink=0.8, pad=0.01, label="activation")
+    return fig
+
+
+def templates_figure(
+    templates: ArrayLike,
+    mean_rows: ArrayLike,
+    *,
+    labels: Sequence[str] | None = None,
+    row_titles: tuple[str, str] = ("data-independent template", "mean exact row"),
+) -> Figure:
+    """Class templates above the class means of the exact rows, each row on its own signed scale.
+
+    Args:
+        templates: ``(K, H, W)`` or ``(K, 1, H, W)``.
+        mean_rows: the same shape.
+        labels: a title per class (default ``"0"``, ``"1"``, …).
+        row_titles: what each row shows.
+
+    Example:
+        >>> fig = templates_figure(torch.randn(10, 32, 32), torch.randn(10, 1, 32, 32))
+        >>> len(fig.axes)  # 20 panels and two colour bars
+        22
+    """
+    pair = []
+    for value, name in ((templates, "templates"), (mean_rows, "mean_rows")):
+        t = as_float_tensor(value, name).detach().cpu().double()
+        t = t[:, 0] if t.ndim == 4 and t.shape[1] == 1 else t
+        if t.ndim != 3:
+            raise ValueError(f"{name} must be (K, H, W) or (K, 1, H, W), got {tuple(t.shape)}")
+        pair.append(t)
+    if pair[0].shape != pair[1].shape:
+        raise ValueError(
+            f"templates and mean_rows must have one shape, got {tuple(pair[0].shape)} and "
+            f"{tuple(pair[1].shape)}"
+        )
+    classes = pair[0].shape[0]
+    labels = list(labels) if labels is not None else [str(k) for k in range(classes)]
+    fig = NotebookFigure(figsize=(1.05 * classes + 1.2, 2.75), layout="constrained")
+    axes = fig.subplots(2, classes)
+    for row, (maps, title) in enumerate(zip(pair, row_titles, strict=True)):
+        bound = float(maps.abs().max()) or 1.0
+        for k in range(classes):
+            ax = axes[row, k]
+            image = ax.imshow(maps[k].numpy(), cmap=SIGNED_CMAP, vmin=-bound, vmax=bound)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(labels[k], fontsize=10)
+        axes[row, 0].set_ylabel(title.replace(" ", "\n", 1), fontsize=8)
+        fig.colorbar(image, ax=list(axes[row]), shrink=0.9, pad=0.01)
     return fig
