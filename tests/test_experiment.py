@@ -85,7 +85,7 @@ def test_template_study_of_a_linear_model_agrees_exactly():
 
 def test_templates_figure_checks_its_inputs():
     fig = templates_figure(torch.randn(10, 1, 8, 8), torch.randn(10, 8, 8))
-    assert len(fig.axes) == 22
+    assert len(fig.axes) == 21
     with pytest.raises(ValueError, match="must have one shape"):
         templates_figure(torch.randn(10, 8, 8), torch.randn(9, 8, 8))
 

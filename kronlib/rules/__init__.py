@@ -1,23 +1,23 @@
 """One rule per layer type: everything the virtual-matrix engine knows about a layer.
 
-=====================  =================================================================
-rule                   stands for
-=====================  =================================================================
-``conv.Conv``          ``nn.Conv2d``, ``F.conv2d``
-``linear.Linear``      ``nn.Linear``, ``F.linear``
-``activation.ReLU``    ``nn.ReLU``, ``F.relu``, ``torch.relu``, ``x.relu()`` (in-place too)
+========================  ======================================================================
+rule                      stands for
+========================  ======================================================================
+``conv.Conv``             ``nn.Conv2d``, ``F.conv2d``
+``linear.Linear``         ``nn.Linear``, ``F.linear``
+``activation.ReLU``       ``nn.ReLU``, ``F.relu``, ``torch.relu``, ``x.relu()`` (in-place too)
 ``activation.LeakyReLU``  ``nn.LeakyReLU``, ``F.leaky_relu``
-``pool.MaxPool``       ``nn.MaxPool2d``, ``F.max_pool2d``
-``pool.AvgPool``       ``nn.AvgPool2d``, ``F.avg_pool2d``
+``pool.MaxPool``          ``nn.MaxPool2d``, ``F.max_pool2d``
+``pool.AvgPool``          ``nn.AvgPool2d``, ``F.avg_pool2d``
 ``pool.AdaptiveAvgPool``  ``nn.AdaptiveAvgPool2d``, ``F.adaptive_avg_pool2d``
 ``batchnorm.BatchNorm``   ``nn.BatchNorm1d/2d`` and ``F.batch_norm`` in eval mode
-``shape.Flatten``      ``nn.Flatten``, ``torch.flatten``, ``x.flatten``
-``shape.View``         ``x.view``, ``x.reshape``, ``torch.reshape``
-``shape.Passthrough``  ``nn.Identity``, Dropout (off), ``x.contiguous()``
-``combine.Add``        ``a + b`` (residual connections), ``torch.add``; ``Subtract`` likewise
-``combine.Multiply``   scaling by a constant; ``Divide`` likewise
-``combine.Cat``        ``torch.cat`` along a non-batch axis
-=====================  =================================================================
+``shape.Flatten``         ``nn.Flatten``, ``torch.flatten``, ``x.flatten``
+``shape.View``            ``x.view``, ``x.reshape``, ``torch.reshape``
+``shape.Passthrough``     ``nn.Identity``, Dropout (off), ``x.contiguous()``
+``combine.Add``           ``a + b`` (residual connections), ``torch.add``; ``Subtract`` likewise
+``combine.Multiply``      scaling by a constant; ``Divide`` likewise
+``combine.Cat``           ``torch.cat`` along a non-batch axis
+========================  ======================================================================
 
 Adding a layer type means one :class:`~kronlib.rules.base.Rule` subclass in one module, listed
 in :data:`RULES`, and one test of it against ``torch.func.vjp``.

@@ -48,6 +48,16 @@ def _crop(kernel: np.ndarray, side: int) -> np.ndarray:
     return kernel[top : top + side, left : left + side]
 
 
+def robust_bound(values: np.ndarray, quantile: float = 0.995) -> float:
+    """A colour-scale bound: the ``quantile`` of the non-zero magnitudes.
+
+    A few extreme entries would otherwise wash out every other kernel; 1 when all are zero.
+    """
+    magnitudes = np.abs(np.asarray(values)).ravel()
+    magnitudes = magnitudes[magnitudes > 0]
+    return float(np.quantile(magnitudes, quantile)) if magnitudes.size else 1.0
+
+
 def _off(size: int) -> np.ndarray:
     """A light grey tile crossed by two diagonals: a channel that is off."""
     tile = np.ones((size, size, 3)) * _OFF
@@ -69,7 +79,9 @@ def channel_mosaic(
     """One RGB image holding, per channel, its activation map and its effective kernel.
 
     Activations are coloured with viridis on ``activation_range``; kernels (summed over input
-    channels) with :data:`SIGNED_CMAP` on ``[-kernel_bound, kernel_bound]``. A channel whose
+    channels) with :data:`SIGNED_CMAP` on ``[-kernel_bound, kernel_bound]`` (default: the
+    99.5th percentile of the non-zero magnitudes, :func:`robust_bound`; larger values
+    saturate). A channel whose
     kernel is exactly zero (switched off for this input) is drawn as a crossed grey tile.
 
     Args:
@@ -78,7 +90,7 @@ def channel_mosaic(
         ncols: channels per row.
         tile: side of each tile in pixels.
         crop: show each kernel's ``crop×crop`` window around its support (its receptive field).
-        kernel_bound: the colour scale of kernels (default: their largest magnitude).
+        kernel_bound: the colour scale of kernels (default: :func:`robust_bound`).
         activation_range: the colour scale of activations (default: their min and max).
 
     Returns:
@@ -90,7 +102,7 @@ def channel_mosaic(
     rows = -(-n // ncols)
     width = 2 * tile + gap if activations is not None else tile + gap
     mosaic = np.ones((rows * (tile + gap), ncols * width, 3))
-    bound = kernel_bound or float(np.abs(k).max()) or 1.0
+    bound = kernel_bound or robust_bound(k)
     signed = colormaps[SIGNED_CMAP]
     maps = None
     if activations is not None:
@@ -121,43 +133,42 @@ def layer_view_figure(
     *,
     ncols: int = 8,
     crop: int | None = None,
-    rows: int | None = None,
 ) -> Figure:
     """A layer at a glance: per channel, its activation map beside its effective kernel.
 
-    Two colour bars: activations (viridis, this layer's range) and kernels (the signed
-    colormap, zero white). Channels that are off for this input show a crossed grey tile.
+    Two colour bars under the tiles: activations (viridis, this layer's range) and kernels
+    (the signed colormap, zero white). Channels that are off for this input show a crossed
+    grey tile.
 
     Args:
         activations: ``(n, h, w)``, ``(n,)`` or ``None``.
         kernels: ``(n, C, H, W)``.
         title: the figure's title.
-        ncols: channels per row.
+        ncols: at most this many channels per row.
         crop: show each kernel's receptive-field window, ``crop×crop``, enlarged.
-        rows: reserve this many rows of tiles (a fixed height across a control's frames).
     """
     k = as_float_tensor(kernels, "kernels")
-    tile = 40 if k.shape[0] > 32 else 56
-    mosaic = channel_mosaic(activations, k, ncols=ncols, tile=tile, crop=crop)
-    needed = mosaic.shape[0] // (tile + max(2, tile // 8))
-    if rows is not None and rows > needed:
-        pad = np.ones(((rows - needed) * (tile + max(2, tile // 8)), mosaic.shape[1], 3))
-        mosaic = np.concatenate([mosaic, pad])
-    height = 9.0 * mosaic.shape[0] / mosaic.shape[1] + 1.1
-    fig = NotebookFigure(figsize=(10.5, max(2.2, height)), layout="constrained")
-    ax = fig.add_subplot()
+    n = k.shape[0]
+    tile = 40 if n > 32 else 56
+    mosaic = channel_mosaic(activations, k, ncols=min(ncols, n), tile=tile, crop=crop)
+    width = 10.5
+    picture = width * mosaic.shape[0] / mosaic.shape[1]
+    fig = NotebookFigure(figsize=(width, picture + 1.25), layout="constrained")
+    grid = fig.add_gridspec(2, 2, height_ratios=[picture, 0.18])
+    ax = fig.add_subplot(grid[0, :])
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(title, fontsize=10)
-    summed = k.detach().cpu().double().sum(1)
-    bound = float(summed.abs().max()) or 1.0
+    bound = robust_bound(k.detach().cpu().double().sum(1).numpy())
     kernel_bar = ScalarMappable(Normalize(-bound, bound), colormaps[SIGNED_CMAP])
-    fig.colorbar(kernel_bar, ax=ax, location="right", shrink=0.8, pad=0.01, label="kernel")
+    bar = fig.colorbar(kernel_bar, cax=fig.add_subplot(grid[1, 1]), orientation="horizontal")
+    bar.set_label("effective kernel (zero is white)", fontsize=9)
     if activations is not None:
         a = as_float_tensor(activations, "activations").detach().cpu().double()
         low, high = float(a.min()), float(a.max())
         act_bar = ScalarMappable(Normalize(low, high if high > low else low + 1), "viridis")
-        fig.colorbar(act_bar, ax=ax, location="right", shrink=0.8, pad=0.01, label="activation")
+        bar = fig.colorbar(act_bar, cax=fig.add_subplot(grid[1, 0]), orientation="horizontal")
+        bar.set_label("activation", fontsize=9)
     return fig
 
 
@@ -167,19 +178,25 @@ def templates_figure(
     *,
     labels: Sequence[str] | None = None,
     row_titles: tuple[str, str] = ("data-independent template", "mean exact row"),
+    ncols: int = 5,
 ) -> Figure:
-    """Class templates above the class means of the exact rows, each row on its own signed scale.
+    """Class templates above the class means of the exact rows, each kind on its own scale.
+
+    Classes go ``ncols`` to a line; under each line of templates, the same classes' mean rows.
+    Each kind is divided by its largest magnitude and drawn with the signed colormap on
+    ``[-1, 1]``, zero white, with one colour bar.
 
     Args:
         templates: ``(K, H, W)`` or ``(K, 1, H, W)``.
         mean_rows: the same shape.
         labels: a title per class (default ``"0"``, ``"1"``, …).
         row_titles: what each row shows.
+        ncols: classes per line.
 
     Example:
         >>> fig = templates_figure(torch.randn(10, 32, 32), torch.randn(10, 1, 32, 32))
-        >>> len(fig.axes)  # 20 panels and two colour bars
-        22
+        >>> len(fig.axes)  # 20 panels and one colour bar
+        21
     """
     pair = []
     for value, name in ((templates, "templates"), (mean_rows, "mean_rows")):
@@ -195,17 +212,23 @@ def templates_figure(
         )
     classes = pair[0].shape[0]
     labels = list(labels) if labels is not None else [str(k) for k in range(classes)]
-    fig = NotebookFigure(figsize=(1.05 * classes + 1.2, 2.75), layout="constrained")
-    axes = fig.subplots(2, classes)
-    for row, (maps, title) in enumerate(zip(pair, row_titles, strict=True)):
-        bound = float(maps.abs().max()) or 1.0
-        for k in range(classes):
-            ax = axes[row, k]
-            image = ax.imshow(maps[k].numpy(), cmap=SIGNED_CMAP, vmin=-bound, vmax=bound)
+    columns = min(ncols, classes)
+    blocks = -(-classes // columns)
+    fig = NotebookFigure(figsize=(1.45 * columns + 1.3, 3.0 * blocks), layout="constrained")
+    axes = fig.subplots(2 * blocks, columns, squeeze=False)
+    bounds = [float(maps.abs().max()) or 1.0 for maps in pair]
+    for row, (maps, title, bound) in enumerate(zip(pair, row_titles, bounds, strict=True)):
+        for k in range(blocks * columns):
+            ax = axes[2 * (k // columns) + row, k % columns]
             ax.set_xticks([])
             ax.set_yticks([])
+            if k >= classes:
+                ax.set_axis_off()
+                continue
+            image = ax.imshow((maps[k] / bound).numpy(), cmap=SIGNED_CMAP, vmin=-1, vmax=1)
             if row == 0:
-                ax.set_title(labels[k], fontsize=10)
-        axes[row, 0].set_ylabel(title.replace(" ", "\n", 1), fontsize=8)
-        fig.colorbar(image, ax=list(axes[row]), shrink=0.9, pad=0.01)
+                ax.set_title(labels[k], fontsize=11)
+            if k % columns == 0:
+                ax.set_ylabel(title.replace(" ", "\n", 1), fontsize=9)
+    fig.colorbar(image, ax=axes, shrink=0.6, pad=0.01, label="value / largest |value| of its kind")
     return fig
