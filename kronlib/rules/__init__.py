@@ -13,7 +13,7 @@ rule                      stands for
 ``batchnorm.BatchNorm``   ``nn.BatchNorm1d/2d`` and ``F.batch_norm`` in eval mode
 ``shape.Flatten``         ``nn.Flatten``, ``torch.flatten``, ``x.flatten``
 ``shape.View``            ``x.view``, ``x.reshape``, ``torch.reshape``
-``shape.Passthrough``     ``nn.Identity``, Dropout (off), ``x.contiguous()``
+``shape.Passthrough``     ``nn.Identity``, ``x.contiguous()``; ``Dropout`` (off, eval mode)
 ``combine.Add``           ``a + b`` (residual connections), ``torch.add``; ``Subtract`` likewise
 ``combine.Multiply``      scaling by a constant; ``Divide`` likewise
 ``combine.Cat``           ``torch.cat`` along a non-batch axis
@@ -25,7 +25,7 @@ in :data:`RULES`, and one test of it against ``torch.func.vjp``.
 
 from __future__ import annotations
 
-import inspect
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -51,7 +51,7 @@ from kronlib.rules.combine import Add, Cat, Divide, Multiply, Subtract
 from kronlib.rules.conv import Conv
 from kronlib.rules.linear import Linear
 from kronlib.rules.pool import AdaptiveAvgPool, AvgPool, MaxPool
-from kronlib.rules.shape import Flatten, Passthrough, View
+from kronlib.rules.shape import Dropout, Flatten, Passthrough, View
 
 __all__ = [
     "RULES",
@@ -79,6 +79,7 @@ RULES: tuple[type[Rule], ...] = (
     Flatten,
     View,
     Passthrough,
+    Dropout,
     Add,
     Subtract,
     Multiply,
@@ -101,10 +102,10 @@ def _keeps_behaviour(module: nn.Module, base: type[nn.Module]) -> bool:
         if klass is base:
             return True
         for name, member in vars(klass).items():
-            if (
-                inspect.isfunction(member)
-                and not name.startswith("__")
-                and name not in _ALLOWED_OWN
+            if name.startswith("__") or name in _ALLOWED_OWN or isinstance(member, property):
+                continue
+            if callable(member) or isinstance(
+                member, staticmethod | classmethod | functools.partialmethod
             ):
                 return False
     return False
@@ -112,6 +113,8 @@ def _keeps_behaviour(module: nn.Module, base: type[nn.Module]) -> bool:
 
 def rule_for_module(module: nn.Module) -> type[Rule] | None:
     """The rule for ``module``'s type, or ``None`` (unsupported, or a subclass with own code)."""
+    if "forward" in vars(module):  # a forward replaced on the instance: not the type's code
+        return None
     for rule in RULES:
         for base in rule.modules:
             if type(module) is base or (

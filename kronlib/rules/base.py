@@ -31,6 +31,7 @@ __all__ = [
     "Rule",
     "UnsupportedLayerError",
     "Variable",
+    "check_image",
     "linear_pullback",
     "parameter",
 ]
@@ -157,6 +158,14 @@ def linear_pullback(
         return [vjp(cot)[0]]
 
     return pull
+
+
+def check_image(x: torch.Tensor) -> None:
+    """Require a batch of images ``(1, C, H, W)``: an input of ``(C, H, W)``, no batch axis."""
+    if x.ndim != 4:
+        raise ValueError(
+            f"it takes images of shape (C, H, W) (no batch axis), got {tuple(x.shape[1:])}"
+        )
 
 
 def parameter(tensor: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:

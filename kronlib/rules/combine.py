@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from kronlib.rules.base import Linearised, Policy, Rule, Variable
+from kronlib.rules.base import Linearised, Policy, Rule, UnsupportedLayerError, Variable
 
 __all__ = ["Add", "Cat", "Divide", "Multiply", "Subtract"]
 
@@ -151,8 +151,9 @@ class Cat(Rule):
     functions = (torch.cat, torch.concat)
 
     @classmethod
-    def from_call(cls, tensors, dim=0):
-        """``torch.cat([a, b, …], dim)``."""
+    def from_call(cls, tensors, dim=0, *, axis=None):
+        """``torch.cat([a, b, …], dim)`` (``axis`` is numpy's name for ``dim``)."""
+        dim = dim if axis is None else axis
         variables = [t for t in tensors if isinstance(t, Variable)]
         parts = tuple(None if isinstance(t, Variable) else t for t in tensors)
         return variables, cls(int(dim), parts)
@@ -168,7 +169,7 @@ class Cat(Rule):
         ndim = inputs[0].ndim
         dim = self.dim if self.dim > 0 else self.dim + ndim
         if dim <= 0:
-            raise ValueError("it concatenates along the batch axis")
+            raise UnsupportedLayerError("it concatenates along the batch axis")
         values = iter(inputs)
         blocks = [next(values) if p is None else _constant(p, inputs[0]) for p in self.parts]
         value = torch.cat(blocks, dim)

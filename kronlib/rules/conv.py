@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -9,7 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kronlib.rules.base import Field, Linearised, Policy, Rule, linear_pullback, parameter
+from kronlib.rules.base import (
+    Field,
+    Linearised,
+    Policy,
+    Rule,
+    check_image,
+    linear_pullback,
+    parameter,
+)
 
 
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
@@ -71,7 +80,7 @@ class Conv(Rule):
     @classmethod
     def from_module(cls, module: nn.Conv2d) -> Conv:
         """The rule for one ``nn.Conv2d`` (its padding mode included)."""
-        return cls._make(
+        rule = cls._make(
             module.weight,
             module.bias,
             module.stride,
@@ -80,6 +89,11 @@ class Conv(Rule):
             module.groups,
             module.padding_mode,
         )
+        if module.padding_mode != "zeros":
+            # what torch pads with in that mode: (left, right, top, bottom)
+            left, right, top, bottom = module._reversed_padding_repeated_twice
+            rule = dataclasses.replace(rule, padding=(top, bottom, left, right))
+        return rule
 
     @classmethod
     def from_call(cls, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -107,6 +121,7 @@ class Conv(Rule):
     def linearise(self, inputs: Sequence[torch.Tensor], policy: Policy) -> Linearised:
         """The convolution is linear: the same everywhere, under either policy."""
         (x,) = inputs
+        check_image(x)
         weight, bias = parameter(self.weight, x), parameter(self.bias, x)
         value = self._apply(x, weight, bias)
 

@@ -14,7 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kronlib.rules.base import Field, Linearised, Policy, Rule, linear_pullback
+from kronlib.rules.base import (
+    Field,
+    Linearised,
+    Policy,
+    Rule,
+    UnsupportedLayerError,
+    check_image,
+    linear_pullback,
+)
 
 __all__ = ["AdaptiveAvgPool", "AvgPool", "MaxPool"]
 
@@ -29,6 +37,7 @@ def _as_list(value: Any) -> list[int]:
 
 def _linear(fn, x: torch.Tensor) -> Linearised:
     """A linear batched map ``fn`` at ``x``."""
+    check_image(x)
     return Linearised(fn(x), lambda tangents: fn(tangents[0]), linear_pullback(fn, x.shape[1:]))
 
 
@@ -129,7 +138,7 @@ class MaxPool(Rule):
     def stand_in(self) -> AvgPool:
         """The data-independent stand-in: the average over the same windows."""
         if self.dilation not in (1, (1, 1), [1, 1]):
-            raise ValueError(
+            raise UnsupportedLayerError(
                 "a dilated MaxPool2d has no AvgPool2d stand-in for the data-independent matrix"
             )
         return AvgPool(self.kernel_size, self._stride(), self.padding, self.ceil_mode)
@@ -149,6 +158,7 @@ class MaxPool(Rule):
     def linearise(self, inputs: Sequence[torch.Tensor], policy: Policy) -> Linearised:
         """The selection made at the point, or the average-pool stand-in."""
         (x,) = inputs
+        check_image(x)
         if not policy.exact or policy.average_maxpool:
             stand_in = self.stand_in()
             if policy.exact:  # the blog's approximation: the exact value, averaged kernels

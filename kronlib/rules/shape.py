@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kronlib.rules.base import Linearised, Policy, Rule
+from kronlib.rules.base import Linearised, Policy, Rule, UnsupportedLayerError
 
-__all__ = ["Flatten", "Passthrough", "View"]
+__all__ = ["Dropout", "Flatten", "Passthrough", "View"]
 
 
 class _Reshape(Rule):
@@ -31,7 +31,7 @@ class _Reshape(Rule):
         (x,) = inputs
         value = self.apply(x)
         if value.ndim == 0 or value.shape[0] != 1:
-            raise ValueError(
+            raise UnsupportedLayerError(
                 f"it reshapes the batch axis ({tuple(x.shape)} → {tuple(value.shape)}); only "
                 "reshapes that keep the leading batch axis are supported"
             )
@@ -94,22 +94,48 @@ class View(_Reshape):
 
 @dataclass(frozen=True, eq=False)
 class Passthrough(Rule):
-    """The identity: ``nn.Identity``, Dropout (off, as at inference), ``contiguous``."""
+    """The identity: ``nn.Identity`` and ``x.contiguous()``."""
 
-    modules = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout)
-    functions = (F.dropout, F.dropout2d)
+    modules = (nn.Identity,)
     methods = ("contiguous",)
 
     @classmethod
     def from_module(cls, module: nn.Module) -> Passthrough:
-        """Any of :attr:`modules`."""
+        """``nn.Identity``."""
         return cls()
 
     @classmethod
     def from_call(cls, input, *args, **kwargs):
-        """``F.dropout(x, p, training)`` or ``x.contiguous()``."""
+        """``x.contiguous(memory_format=…)``."""
         return [input], cls()
 
     def linearise(self, inputs: Sequence[torch.Tensor], policy: Policy) -> Linearised:
         """The identity."""
         return Linearised(inputs[0], lambda tangents: tangents[0], lambda cot: [cot])
+
+
+@dataclass(frozen=True, eq=False)
+class Dropout(Passthrough):
+    """Dropout at inference: the identity. Active dropout (training mode) is random: refused."""
+
+    active: bool = False
+
+    modules = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout)
+    functions = (F.dropout, F.dropout1d, F.dropout2d)
+    methods = ()
+
+    @classmethod
+    def from_module(cls, module: nn.Module) -> Dropout:
+        """A dropout module: off in eval mode (or with ``p = 0``)."""
+        return cls(bool(module.training and module.p > 0))
+
+    @classmethod
+    def from_call(cls, input, p=0.5, training=True, inplace=False):
+        """``F.dropout(x, p, training, inplace)``: off when ``training`` is False."""
+        return [input], cls(bool(training and p > 0))
+
+    def why_not(self) -> str | None:
+        """Active dropout drops random units: no fixed virtual matrix."""
+        if self.active:
+            return "dropout is active (training mode), so it is random: call model.eval()"
+        return None
