@@ -144,8 +144,9 @@ def test_train_config_is_checked():
 def test_zoo_rejects_unknown_names():
     from kronlib.zoo import BOOK_MODELS, trained
 
-    assert set(BOOK_MODELS) == {"lenet5", "tinyconvnet"}
-    with pytest.raises(ValueError, match=r"name must be one of \['lenet5', 'tinyconvnet'\]"):
+    names = {"lenet5", "tinyconvnet", "lenet5-varied", "deep", "deep-varied"}
+    assert set(BOOK_MODELS) == names
+    with pytest.raises(ValueError, match=r"name must be one of \['deep', 'deep-varied', "):
         trained("alexnet")
 
 
