@@ -1,7 +1,8 @@
 """Time the virtual matrix: kronlib against torch.func.jacrev on the same rows.
 
-Rows, each the median of several runs on this machine (threads fixed to 2), with the ratio
-kronlib / jacrev and the target of issue 11 next to it:
+Rows, each the median of runs alternating kronlib and its peer on this machine (threads fixed
+to 2, so both see the same drift of the machine), with the ratio kronlib / peer and the target
+of issue 11 next to it:
 
 * LeNet-5, all 10 classes, exact at a digit-sized input: kronlib (auto = reverse) ≤ 0.5×.
 * AlexNet, VGG11 and ResNet-18 at 3×224×224, the top-5 classes, exact: kronlib ≤ 1.0× each,
@@ -24,7 +25,7 @@ from torch import nn
 
 from kronlib import effective_kernels, virtual_matrix
 from kronlib.models import LeNet5
-from kronlib.timing import median_seconds
+from kronlib.timing import paired_median_seconds
 from kronlib.virtual import prefix
 
 
@@ -59,8 +60,9 @@ def lenet_rows() -> None:
     classes = list(range(10))
     reference = jacrev_rows(model, x, classes)()
     torch.testing.assert_close(virtual_matrix(model, x), reference, rtol=1e-5, atol=1e-6)
-    ours = median_seconds(lambda: virtual_matrix(model, x), repeats=50)
-    theirs = median_seconds(jacrev_rows(model, x, classes), repeats=50)
+    ours, theirs = paired_median_seconds(
+        lambda: virtual_matrix(model, x), jacrev_rows(model, x, classes), repeats=200
+    )
     header("LeNet-5, all 10 rows, exact at x")
     row("virtual_matrix(model, x)", ours, theirs, "≤ 0.5×")
 
@@ -77,10 +79,11 @@ def imagenet_rows() -> None:
         reference = jacrev_rows(model, x, classes)()
         J = virtual_matrix(model, x, outputs=classes)
         torch.testing.assert_close(J, reference, rtol=1e-4, atol=1e-6)
-        ours = median_seconds(
-            lambda m=model, v=x, c=classes: virtual_matrix(m, v, outputs=c), repeats=5
+        ours, theirs = paired_median_seconds(
+            lambda m=model, v=x, c=classes: virtual_matrix(m, v, outputs=c),
+            jacrev_rows(model, x, classes),
+            repeats=7,
         )
-        theirs = median_seconds(jacrev_rows(model, x, classes), repeats=5)
         peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
         row(f"{name} (peak memory so far {peak_gb:.2f} GB)", ours, theirs, "≤ 1.0×")
 
@@ -110,12 +113,7 @@ def lenet_effective_kernels() -> None:
                 torch.autograd.grad(value, inp)
 
     header("LeNet-5, effective kernels of all 258 channels of 7 layers (vs an autograd loop)")
-    row(
-        "effective_kernels, layer by layer",
-        median_seconds(ours, 5),
-        median_seconds(loop, 5),
-        "≤ 0.1×",
-    )
+    row("effective_kernels, layer by layer", *paired_median_seconds(ours, loop, 9), "≤ 0.1×")
 
 
 if __name__ == "__main__":

@@ -122,6 +122,8 @@ class TracedModel:
         layers: ``call_module`` node → its module and the module's rule type (or ``None``).
         root: a weak reference to the traced model: constants (``get_attr``) are read from it
             live, not from the trace's copy.
+        inputs: node → the nodes it reads (fx's ``all_input_nodes``, computed once).
+        in_place: the nodes that write into their first argument.
     """
 
     module: fx.GraphModule
@@ -129,6 +131,8 @@ class TracedModel:
     names: dict[str, fx.Node] = field(default_factory=dict)
     layers: dict[fx.Node, tuple[nn.Module, type[Rule] | None]] = field(default_factory=dict)
     root: Callable[[], nn.Module | None] = lambda: None
+    inputs: dict[fx.Node, tuple[fx.Node, ...]] = field(default_factory=dict)
+    in_place: frozenset[fx.Node] = frozenset()
 
     @property
     def output(self) -> fx.Node | None:
@@ -208,7 +212,10 @@ def trace(model: nn.Module) -> TracedModel:
         if n.op == "call_module":
             module = gm.get_submodule(n.target)
             layers[n] = (module, rule_for_module(module))
-    return TracedModel(gm, nodes, names, layers, weakref.ref(model))
+    traced = TracedModel(gm, nodes, names, layers, weakref.ref(model))
+    traced.inputs = {n: tuple(n.all_input_nodes) for n in nodes}
+    traced.in_place = frozenset(n for n in nodes if _writes_in_place(traced, n))
+    return traced
 
 
 @dataclass(frozen=True)
@@ -331,7 +338,9 @@ def linearise(
             if op == "get_attr":
                 values[node] = _constant(_attribute(root or gm, node.target), point)
                 continue
-            inputs = [alias.get(a, a) for a in node.all_input_nodes]
+            inputs = traced.inputs[node]
+            if alias:
+                inputs = [alias.get(a, a) for a in inputs]
             if not any(a in tensors for a in inputs) or _is_meta(node, tensors):
                 args, kwargs = _map(node.args, look), _map(node.kwargs, look)
                 values[node] = _run(gm, node, args, kwargs)
@@ -416,7 +425,7 @@ def _mutated(traced: TracedModel, node: fx.Node, tensors: set, alias: dict) -> f
         UnsupportedLayerError: when that tensor shares memory with a view of it, whose later
             uses kronlib could not follow.
     """
-    if not _writes_in_place(traced, node) or not node.args:
+    if node not in traced.in_place or not node.args:
         return None
     target = node.args[0]
     if not isinstance(target, fx.Node):

@@ -137,7 +137,8 @@ _TRACES: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, TracedModel]] = (
 )
 
 
-_PLAIN = (bool, int, float, str, type(None))
+_PLAIN = frozenset({bool, int, float, str, type(None)})
+_TENSOR_HOLDERS = ("_parameters", "_buffers", "_modules")
 
 
 def _state(module: nn.Module) -> tuple:
@@ -146,17 +147,18 @@ def _state(module: nn.Module) -> tuple:
     Its type, a forward set on the instance, its plain attributes (``training``, a ``scale``,
     a padding) and which tensors it holds.
     """
-    items = []
+    items: list = [type(module)]
     for key, value in module.__dict__.items():
-        if key in ("_parameters", "_buffers", "_modules"):
-            items += [(key, name, id(t)) for name, t in value.items()]
-        elif isinstance(value, _PLAIN) or (
-            isinstance(value, tuple) and all(isinstance(v, _PLAIN) for v in value)
-        ):
+        kind = type(value)
+        if kind in _PLAIN:
+            items.append((key, value))
+        elif key in _TENSOR_HOLDERS:
+            items.extend((name, id(t)) for name, t in value.items())
+        elif kind is tuple and all(type(v) in _PLAIN for v in value):
             items.append((key, value))
         elif isinstance(value, torch.Tensor) or callable(value):
             items.append((key, id(value)))
-    return (type(module), tuple(items))
+    return tuple(items)
 
 
 def _traced(model: nn.Module) -> TracedModel:
