@@ -381,18 +381,29 @@ class KroneckerTerms:
     active: torch.Tensor
 
 
+def _reach(start: fx.Node, neighbours: dict, avoid: fx.Node | None = None) -> set[fx.Node]:
+    """``start`` and every node reachable from it through ``neighbours``, not passing ``avoid``."""
+    seen, stack = {start}, [start]
+    while stack:
+        for nxt in neighbours.get(stack.pop(), ()):
+            if nxt is not avoid and nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return seen
+
+
+def _consumers(lin: Linearisation) -> dict[fx.Node, list[fx.Node]]:
+    """Node → the steps that read it (the data flow as linearised, in-place writes included)."""
+    out: dict[fx.Node, list[fx.Node]] = {}
+    for node, step in lin.steps.items():
+        for source in step.inputs:
+            out.setdefault(source, []).append(node)
+    return out
+
+
 def _dominates(lin: Linearisation, cut: fx.Node) -> bool:
     """Whether every path from the input to the output passes through ``cut``."""
-    seen, stack = {lin.input}, [lin.input]
-    while stack:
-        node = stack.pop()
-        if node is lin.output:
-            return False
-        for user in node.users:
-            if user is not cut and user not in seen and user in lin.steps:
-                seen.add(user)
-                stack.append(user)
-    return True
+    return lin.output not in _reach(lin.input, _consumers(lin), avoid=cut)
 
 
 def kronecker_terms(
@@ -497,15 +508,7 @@ def _residual_branches(lin: Linearisation) -> dict[fx.Node, int]:
 
 def _upstream(lin: Linearisation, node: fx.Node) -> set[fx.Node]:
     """``node`` and every input-dependent node it is computed from."""
-    seen, stack = {node}, [node]
-    while stack:
-        current = stack.pop()
-        if current in lin.steps:
-            for source in lin.steps[current].inputs:
-                if source not in seen:
-                    seen.add(source)
-                    stack.append(source)
-    return seen
+    return _reach(node, {n: step.inputs for n, step in lin.steps.items()})
 
 
 def path_terms(

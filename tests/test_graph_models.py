@@ -745,3 +745,14 @@ def test_reflect_padding_follows_the_padding_torch_uses():
     conv = nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect").double()
     conv.padding = (0, 0)  # torch keeps padding with its precomputed reflect amounts
     _exact(nn.Sequential(conv), torch.randn(1, 6, 6, dtype=torch.float64))
+
+
+def test_kronecker_terms_follow_in_place_writes():
+    # the shortcut reads the tensor the in-place ReLU wrote into, so every path passes the ReLU
+    torch.manual_seed(15)
+    model = _InPlace("pre-activation").double()
+    x = torch.randn(1, 5, 5, dtype=torch.float64)
+    split = kronecker_terms(model, x, cut="relu", outputs=[0, 7])
+    torch.testing.assert_close(split.terms.sum(0), virtual_matrix(model, x, outputs=[0, 7]))
+    with pytest.raises(ValueError, match="does not separate"):
+        kronecker_terms(model, x, cut="c", outputs=[0])
