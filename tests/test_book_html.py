@@ -179,3 +179,22 @@ def test_every_internal_link_lands_on_a_page_and_an_anchor(path):
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_the_colab_setup_cell_is_not_shown_in_the_book(path):
     assert "google.colab" not in path.read_text(), f"{path.name} shows the Colab setup cell"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_every_chapter_page_is_light(path):
+    # what a reader's browser fetches at first: the page and the images it shows at once (slider
+    # frames beyond the first come from _frames/ when the slider moves)
+    html = path.read_text(encoding="utf-8")
+    shown = {unquote(src) for src in re.findall(r'<img[^>]*\bsrc="([^"]+)"', html)}
+    local = [(path.parent / src).resolve() for src in shown if not src.startswith("data:")]
+    weight = path.stat().st_size + sum(f.stat().st_size for f in local if f.is_file())
+    assert weight <= 3_000_000, f"{path.name}: {weight / 1e6:.1f} MB with its images"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_no_build_log_in_a_page(path):
+    # cell outputs that are logs (data sources, weight files, cache lines), not results
+    text = re.sub(r"<[^>]+>", " ", path.read_text(encoding="utf-8"))
+    for pattern in (r"\b[0-9a-f]{16}\.pt\b", r"no network: \w+Error", r"cached weights"):
+        assert not re.search(pattern, text), f"{path.name} shows build output: {pattern}"

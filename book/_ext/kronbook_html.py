@@ -6,6 +6,10 @@
 * Inline scripts registered twice (sphinx-thebe's and sphinx-togglebutton's settings, under
   Jupyter Book 1) are emitted once: declaring the same ``const`` twice is a page error.
 * A small stylesheet (``static/kronbook.css``): printed lines wrap in cell outputs.
+* Slider frames (``kronlib.widgets.SliderFigure``) leave the pages: each frame embedded as a
+  data URI is written once to ``_frames/<hash>.<ext>`` of the HTML output and referred to by a
+  relative URL, so a page loads only the frames a reader shows (and still works from disk,
+  ``file://``, with no server).
 * Launch buttons (Binder, Colab, live code) need the repository's URL: without one in
   ``_config.yml`` they are switched off (the theme would fail), and they are shown only on pages
   made from ``.ipynb`` files, the ones Binder and Colab can open.
@@ -13,7 +17,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
+import re
 import shutil
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -48,6 +57,49 @@ def _copy_mathjax(app: Sphinx, exception: Exception | None) -> None:
         dirs_exist_ok=True,
         ignore=shutil.ignore_patterns("*-full*.js", "node-main.js", "*svg*", "sre"),
     )
+
+
+_SLIDER = re.compile(r'<div class="kronlib-slider".*?</script>', re.S)
+_DATA_URI = re.compile(r"data:image/(png|jpeg);base64,([A-Za-z0-9+/=]+)")
+
+
+def externalise_frames(page: str, store: Callable[[bytes, str], str]) -> str:
+    """Replace the data-URI frames of every slider in ``page`` by URLs that ``store`` returns.
+
+    Args:
+        page: a page's HTML.
+        store: ``store(image_bytes, extension) -> url`` writes one frame and says where it is.
+
+    Returns:
+        The page, its sliders referring to the stored frames.
+    """
+
+    def frame(match: re.Match) -> str:
+        extension = "png" if match.group(1) == "png" else "jpg"
+        return store(base64.b64decode(match.group(2)), extension)
+
+    return _SLIDER.sub(lambda block: _DATA_URI.sub(frame, block.group(0)), page)
+
+
+def _externalise_slider_frames(app: Sphinx, exception: Exception | None) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    outdir = Path(app.outdir)
+    folder = outdir / "_frames"
+    for page in outdir.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        if "kronlib-slider" not in text:
+            continue
+
+        def store(data: bytes, extension: str, page: Path = page) -> str:
+            name = f"{hashlib.sha256(data).hexdigest()[:20]}.{extension}"
+            folder.mkdir(exist_ok=True)
+            target = folder / name
+            if not target.exists():
+                target.write_bytes(data)
+            return Path(os.path.relpath(target, page.parent)).as_posix()
+
+        page.write_text(externalise_frames(text, store), encoding="utf-8")
 
 
 def _launch_buttons_need_a_repository(app: Sphinx, config) -> None:
@@ -94,6 +146,7 @@ def setup(app: Sphinx) -> dict:
     app.add_css_file("kronbook.css")
     app.connect("config-inited", _launch_buttons_need_a_repository)
     app.connect("build-finished", _copy_mathjax)
+    app.connect("build-finished", _externalise_slider_frames)
     app.connect("html-page-context", _drop_duplicate_scripts)
     # after sphinx-book-theme's own launch buttons (priority 501)
     app.connect("html-page-context", _launch_only_from_notebooks, priority=502)

@@ -28,6 +28,7 @@ from kronlib.viz.tables import markdown_table
 from kronlib.viz.virtual import (
     SIGNED_CMAP,
     channel_mosaic,
+    effective_kernels_figure,
     layer_view_figure,
     templates_figure,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "channel_mosaic",
     "composed_kernel_figure",
     "depth_width_figure",
+    "effective_kernels_figure",
     "factor_shapes_figure",
     "filters_figure",
     "image_grid",

@@ -14,11 +14,18 @@ from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from torch import nn
 
 from kronlib._validate import ArrayLike, as_float_tensor
 from kronlib.viz.base import NotebookFigure
 
-__all__ = ["SIGNED_CMAP", "channel_mosaic", "layer_view_figure", "templates_figure"]
+__all__ = [
+    "SIGNED_CMAP",
+    "channel_mosaic",
+    "effective_kernels_figure",
+    "layer_view_figure",
+    "templates_figure",
+]
 
 #: the colormap of every signed map in the book (blue negative, white zero, red positive)
 SIGNED_CMAP = "RdBu_r"
@@ -170,6 +177,36 @@ def layer_view_figure(
         bar = fig.colorbar(act_bar, cax=fig.add_subplot(grid[1, 0]), orientation="horizontal")
         bar.set_label("activation", fontsize=9)
     return fig
+
+
+def effective_kernels_figure(
+    model: nn.Module, x: ArrayLike, layer: str, *, label: str, ncols: int = 16
+) -> Figure:
+    """One layer of a chain model for one input: activations beside effective kernels.
+
+    Each kernel is cropped to the layer's receptive field (:func:`kronlib.relu.receptive_fields`)
+    while that is smaller than the input; the title names the layer, how many of its channels
+    are active and the kernel size.
+
+    Args:
+        model: a chain of named layers (``model.named_children()``), e.g. LeNet-5.
+        x: one input ``(C, H, W)`` with ``H == W``.
+        layer: a layer name of the chain.
+        label: what the title calls the model and the input (``"LeNet-5, digit 3"``).
+        ncols: at most this many channels per row.
+    """
+    from kronlib.relu import receptive_fields
+    from kronlib.virtual import effective_kernels
+
+    view = effective_kernels(model, x, layer)
+    size = view.kernels.shape[-1]
+    side = receptive_fields(model.named_children(), size)[layer]
+    title = (
+        f"{label}, {layer}: {len(view.kernels)} channels, {view.active_channels()} active; "
+        f"kernels {side}×{side}"
+    )
+    crop = side if side < size else None
+    return layer_view_figure(view.activations, view.kernels, title, ncols=ncols, crop=crop)
 
 
 def templates_figure(
