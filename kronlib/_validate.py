@@ -55,20 +55,6 @@ def check_ndim(tensor: torch.Tensor, name: str, allowed: Sequence[int], layout: 
         )
 
 
-def pair_of_positive_ints(value: Any, name: str) -> tuple[int, int]:
-    """Return ``value`` as a ``(rows, cols)`` pair of positive ints, or raise."""
-    try:
-        rows, cols = value
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a pair (rows, cols), got {value!r}") from None
-    for part in (rows, cols):
-        if isinstance(part, bool) or not isinstance(part, int | np.integer):
-            raise TypeError(f"{name} must hold two ints, got {value!r}")
-        if part < 1:
-            raise ValueError(f"{name} must hold two positive ints, got {value!r}")
-    return int(rows), int(cols)
-
-
 def check_color(color: Any, image_ndim: int, name: str = "color") -> str | None:
     """Check the ``color`` argument against the image's rank: ``None`` for 2-D, 'B'/'C' for 3-D."""
     if color not in (None, "B", "C"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from kronlib._validate import ArrayLike, as_float_tensor, check_ndim, pair_of_positive_ints
+from kronlib._validate import ArrayLike, as_float_tensor, as_pair, check_ndim
 
 __all__ = ["block_means", "chroma_fraction", "uniform_fraction"]
 
@@ -44,7 +44,7 @@ def block_means(A: ArrayLike, grid_shape: tuple[int, int]) -> torch.Tensor:
     """Average of each block of a ``grid_shape`` grid: ``(H, W[, 3])`` -> ``(m1, n1[, 3])``."""
     image = as_float_tensor(A, "A")
     check_ndim(image, "A", (2, 3), "(H, W) or (H, W, 3)")
-    m1, n1 = pair_of_positive_ints(grid_shape, "grid_shape")
+    m1, n1 = as_pair(grid_shape, "grid_shape", single=False)
     H, W = image.shape[:2]
     if H % m1 or W % n1:
         raise ValueError(f"grid_shape {(m1, n1)} must divide the image shape {(H, W)}")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kronlib._validate import pair_of_positive_ints
+from kronlib._validate import as_pair
 
 __all__ = [
     "SAMPLE_IMAGES",
@@ -119,7 +119,7 @@ def load_image(
     with Image.open(image_path(source)) as opened:
         image = opened.convert("L" if gray else "RGB")
     if size is not None:
-        height, width = pair_of_positive_ints(size, "size")
+        height, width = as_pair(size, "size", single=False)
         image = _center_crop_to_aspect(image, height, width)
         image = image.resize((width, height), Image.Resampling.LANCZOS)
     pixels = np.asarray(image, dtype=np.float64) / 255.0

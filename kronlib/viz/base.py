@@ -15,7 +15,10 @@ from matplotlib.figure import Figure
 from kronlib._validate import ArrayLike, as_float_tensor
 from kronlib.widgets import figure_bytes
 
-__all__ = ["NotebookFigure", "image_grid", "shape_text", "show", "to_display"]
+__all__ = ["SIGNED_CMAP", "NotebookFigure", "image_grid", "shape_text", "show", "to_display"]
+
+#: the colormap of every signed map in the book (blue negative, white zero, red positive)
+SIGNED_CMAP = "RdBu_r"
 
 
 class NotebookFigure(Figure):
@@ -62,7 +65,7 @@ def show(
     if signed:
         array = as_float_tensor(image, "image").detach().cpu().to(torch.float64).numpy()
         bound = float(np.abs(array).max()) or 1.0
-        ax.imshow(array, cmap="RdBu_r", vmin=-bound, vmax=bound, interpolation="nearest")
+        ax.imshow(array, cmap=SIGNED_CMAP, vmin=-bound, vmax=bound, interpolation="nearest")
     else:
         array = (
             to_display(image) if scale else np.clip(np.asarray(torch.as_tensor(image).cpu()), 0, 1)

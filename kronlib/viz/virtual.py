@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from kronlib._validate import ArrayLike, as_float_tensor
-from kronlib.viz.base import NotebookFigure
+from kronlib.viz.base import SIGNED_CMAP, NotebookFigure
 
 __all__ = [
     "SIGNED_CMAP",
@@ -27,8 +27,6 @@ __all__ = [
     "templates_figure",
 ]
 
-#: the colormap of every signed map in the book (blue negative, white zero, red positive)
-SIGNED_CMAP = "RdBu_r"
 _OFF = np.array([0.86, 0.86, 0.86])  # the tile of a channel that is off for this input
 
 
@@ -156,8 +154,23 @@ def layer_view_figure(
     """
     k = as_float_tensor(kernels, "kernels")
     n = k.shape[0]
+    # one scale for the tiles and their colour bars
+    bound = robust_bound(k.detach().cpu().double().sum(1).numpy())
+    span = None
+    if activations is not None:
+        a = as_float_tensor(activations, "activations").detach().cpu().double()
+        low, high = float(a.min()), float(a.max())
+        span = (low, high if high > low else low + 1)
     tile = 40 if n > 32 else 56
-    mosaic = channel_mosaic(activations, k, ncols=min(ncols, n), tile=tile, crop=crop)
+    mosaic = channel_mosaic(
+        activations,
+        k,
+        ncols=min(ncols, n),
+        tile=tile,
+        crop=crop,
+        kernel_bound=bound,
+        activation_range=span,
+    )
     width = 10.5
     picture = width * mosaic.shape[0] / mosaic.shape[1]
     fig = NotebookFigure(figsize=(width, picture + 1.25), layout="constrained")
@@ -166,14 +179,11 @@ def layer_view_figure(
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(title, fontsize=10)
-    bound = robust_bound(k.detach().cpu().double().sum(1).numpy())
     kernel_bar = ScalarMappable(Normalize(-bound, bound), colormaps[SIGNED_CMAP])
     bar = fig.colorbar(kernel_bar, cax=fig.add_subplot(grid[1, 1]), orientation="horizontal")
     bar.set_label("effective kernel (zero is white)", fontsize=9)
-    if activations is not None:
-        a = as_float_tensor(activations, "activations").detach().cpu().double()
-        low, high = float(a.min()), float(a.max())
-        act_bar = ScalarMappable(Normalize(low, high if high > low else low + 1), "viridis")
+    if span is not None:
+        act_bar = ScalarMappable(Normalize(*span), "viridis")
         bar = fig.colorbar(act_bar, cax=fig.add_subplot(grid[1, 0]), orientation="horizontal")
         bar.set_label("activation", fontsize=9)
     return fig
