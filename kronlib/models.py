@@ -16,11 +16,23 @@ from torch import nn
 
 from kronlib._validate import as_int
 
-__all__ = ["DeepCNN", "LeNet5", "TinyConvNet", "alexnet", "calibrate_batchnorm", "count_parameters"]
+__all__ = [
+    "DeepCNN",
+    "DigitResNet",
+    "LeNet5",
+    "ResidualBlock",
+    "TinyConvNet",
+    "alexnet",
+    "calibrate_batchnorm",
+    "count_parameters",
+]
 
 
 def LeNet5(  # noqa: N802
-    batchnorm: bool = False, activation: str = "relu", input_size: int = 32
+    batchnorm: bool = False,
+    activation: str = "relu",
+    input_size: int = 32,
+    channels: tuple[int, int] = (6, 16),
 ) -> nn.Sequential:
     """LeNet-5 for 32×32 digits: the blog's seven layers plus their ReLUs.
 
@@ -32,11 +44,14 @@ def LeNet5(  # noqa: N802
         batchnorm: insert ``bn1``/``bn2`` (BatchNorm2d) after each convolution.
         activation: ``"relu"`` or ``"leaky"`` (LeakyReLU with slope 0.1).
         input_size: side of the square input (32, or 48 for the varied digits); fc1 takes
-            ``16·s·s`` features with ``s = ((input_size − 4) / 2 − 4) / 2``.
+            ``c2·s·s`` features with ``s = ((input_size − 4) / 2 − 4) / 2``.
+        channels: output channels ``(c1, c2)`` of conv1 and conv2 (the width; LeNet-5's is
+            ``(6, 16)``).
     """
     if activation not in ("relu", "leaky"):
         raise ValueError(f"activation must be 'relu' or 'leaky', got {activation!r}")
     input_size = as_int(input_size, "input_size", minimum=16)
+    c1, c2 = _int_pair(channels, "channels")
     side = ((input_size - 4) // 2 - 4) // 2
 
     def act() -> nn.Module:
@@ -51,10 +66,10 @@ def LeNet5(  # noqa: N802
     return nn.Sequential(
         OrderedDict(
             [
-                *conv_block(1, 1, 6),
-                *conv_block(2, 6, 16),
+                *conv_block(1, 1, c1),
+                *conv_block(2, c1, c2),
                 ("flatten", nn.Flatten()),
-                ("fc1", nn.Linear(16 * side * side, 120)),
+                ("fc1", nn.Linear(c2 * side * side, 120)),
                 ("relu3", act()),
                 ("fc2", nn.Linear(120, 84)),
                 ("relu4", act()),
@@ -62,6 +77,12 @@ def LeNet5(  # noqa: N802
             ]
         )
     )
+
+
+def _int_pair(value: object, name: str) -> tuple[int, int]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise ValueError(f"{name} must be a pair of positive ints, got {value!r}")
+    return as_int(value[0], f"{name}[0]", minimum=1), as_int(value[1], f"{name}[1]", minimum=1)
 
 
 def DeepCNN(  # noqa: N802
@@ -98,6 +119,82 @@ def DeepCNN(  # noqa: N802
         c_in = width
     side = input_size // 2**pools
     layers += [("flatten", nn.Flatten()), ("fc", nn.Linear(c_in * side * side, 10))]
+    return nn.Sequential(OrderedDict(layers))
+
+
+class ResidualBlock(nn.Module):
+    """``relu(bn2(conv2(relu1(bn1(conv1(x))))) + shortcut(x))``, a ResNet basic block.
+
+    Both convolutions are 3×3 (padding 1, no bias; the first has the block's stride), each
+    followed by BatchNorm. The shortcut is the identity when the shape is kept, else a 1×1
+    convolution with the stride and a BatchNorm (a projection). Input ``(N, c_in, H, W)``,
+    output ``(N, c_out, H / stride, W / stride)``.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        c_in = as_int(c_in, "c_in", minimum=1)
+        c_out = as_int(c_out, "c_out", minimum=1)
+        stride = as_int(stride, "stride", minimum=1)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        if stride == 1 and c_in == c_out:
+            self.shortcut: nn.Module = nn.Identity()
+        else:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, c_in, H, W)`` → ``(N, c_out, H / stride, W / stride)``."""
+        branch = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        return self.relu2(branch + self.shortcut(x))
+
+
+def DigitResNet(  # noqa: N802
+    input_size: int = 32, widths: tuple[int, ...] = (8, 16, 32)
+) -> nn.Sequential:
+    """A small residual network for digits: a stem and one :class:`ResidualBlock` per width.
+
+    ``stem`` (3×3 convolution, BatchNorm, ReLU) → ``block1`` (stride 1) → ``block2``,
+    ``block3``, … (stride 2, projection shortcuts) → ``pool`` (global average) → ``flatten``
+    → ``fc`` (10 logits). Input ``(N, 1, input_size, input_size)``, output ``(N, 10)``.
+
+    Args:
+        input_size: side of the square input (divisible by ``2 ** (len(widths) − 1)``).
+        widths: channels of each residual block (at least 3 blocks).
+    """
+    input_size = as_int(input_size, "input_size", minimum=1)
+    if isinstance(widths, (str, bytes)) or not hasattr(widths, "__len__") or len(widths) < 3:
+        raise ValueError(f"widths must hold at least 3 positive ints, got {widths!r}")
+    widths = tuple(as_int(w, "widths (each)", minimum=1) for w in widths)
+    if input_size % 2 ** (len(widths) - 1):
+        raise ValueError(
+            f"input_size must be divisible by {2 ** (len(widths) - 1)}, got {input_size}"
+        )
+    layers: list[tuple[str, nn.Module]] = [
+        (
+            "stem",
+            nn.Sequential(
+                nn.Conv2d(1, widths[0], 3, padding=1, bias=False),
+                nn.BatchNorm2d(widths[0]),
+                nn.ReLU(),
+            ),
+        )
+    ]
+    c_in = widths[0]
+    for index, width in enumerate(widths, start=1):
+        layers.append((f"block{index}", ResidualBlock(c_in, width, 1 if index == 1 else 2)))
+        c_in = width
+    layers += [
+        ("pool", nn.AdaptiveAvgPool2d(1)),
+        ("flatten", nn.Flatten()),
+        ("fc", nn.Linear(c_in, 10)),
+    ]
     return nn.Sequential(OrderedDict(layers))
 
 

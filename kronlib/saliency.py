@@ -23,11 +23,12 @@ from kronlib._validate import (
     as_int_in,
     as_shape,
 )
-from kronlib.virtual import active_count, affine_output, chain, prefix, virtual_matrix
+from kronlib.virtual import affine_output, chain, prefix, virtual_matrix
 
 __all__ = [
     "LayerCheck",
     "active_channels_by_layer",
+    "active_counts",
     "index_formula_row",
     "saliency",
     "saliency_batch",
@@ -279,17 +280,52 @@ def _check_index_formula_arguments(
 def active_channels_by_layer(model: nn.Module, x: ArrayLike, layers: Sequence[str]) -> list[int]:
     """For each named layer, how many channels have a positive activation somewhere for ``x``."""
     point = as_float_tensor(x, "x").detach()
+    return [int(c) for c in active_counts(model, point[None], layers)[0]]
+
+
+def active_counts(
+    model: nn.Module,
+    images: ArrayLike,
+    layers: Sequence[str],
+    *,
+    per: str = "channel",
+    batch_size: int = 500,
+) -> torch.Tensor:
+    """Active channels (or units) per named layer for a batch: ``(N, len(layers))`` int64.
+
+    A channel is active for an input when it is positive at one position at least (for a
+    linear layer's output, a channel is a unit); a unit when it is positive.
+
+    Args:
+        model: a chain (see :func:`kronlib.virtual.chain`).
+        images: ``(N, *in_shape)``.
+        layers: layer names of the chain.
+        per: ``"channel"`` or ``"unit"``.
+        batch_size: inputs per forward pass.
+    """
+    if per not in ("channel", "unit"):
+        raise ValueError(f"per must be 'channel' or 'unit', got {per!r}")
+    batch = as_float_tensor(images, "images").detach()
     layers = _check_layer_names(layers)
     steps = chain(model)
     names = [name for name, _ in steps]
     missing = set(layers) - set(names)
     if missing:
         raise ValueError(f"layers must be among {names}; got {sorted(missing)}")
+    batch_size = as_int(batch_size, "batch_size", minimum=1)
+    param = next(model.parameters(), None)
+    if param is not None:
+        batch = batch.to(param.dtype)
     counts = []
     with torch.no_grad():
-        out = point[None]
-        for name, step in steps:
-            out = step(out)
-            if name in layers:
-                counts.append(active_count(out[0]))
-    return counts
+        for start in range(0, len(batch), batch_size):
+            out, found = batch[start : start + batch_size], {}
+            for name, step in steps:
+                out = step(out)
+                if name in layers:
+                    on = out > 0
+                    if per == "channel" and out.ndim > 2:
+                        on = on.flatten(2).any(2)
+                    found[name] = on.flatten(1).sum(1)
+            counts.append(torch.stack([found[name] for name in layers], dim=1))
+    return torch.cat(counts)
