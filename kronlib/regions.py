@@ -13,6 +13,7 @@ MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Identity and Dropout (eval) ar
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -50,6 +51,11 @@ def _layers(model: nn.Module) -> list[nn.Module]:
         elif kind is nn.MaxPool2d:
             if layer.dilation not in (1, (1, 1)) or layer.ceil_mode:
                 raise ValueError(f"{name}: MaxPool2d with dilation or ceil_mode is not supported")
+        elif kind is nn.BatchNorm2d and layer.running_var is None:
+            raise ValueError(
+                f"{name}: BatchNorm2d without running statistics (track_running_stats=False) "
+                "normalises by the batch, so inputs would interact"
+            )
         elif kind not in _AFFINE:
             raise ValueError(
                 f"{name}: {kind.__name__} is not supported by region_radius (supported: "
@@ -57,6 +63,13 @@ def _layers(model: nn.Module) -> list[nn.Module]:
             )
         layers.append(copy.deepcopy(layer).double())
     return layers
+
+
+def _push(layer: nn.Module, v: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An affine layer's value at ``v`` and derivative along ``t`` (``torch.func.jvp``)."""
+    with warnings.catch_warnings():  # torch's first jvp registers decompositions noisily
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+        return torch.func.jvp(layer, (v,), (t,))
 
 
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
@@ -132,7 +145,7 @@ def region_radius(model: nn.Module, x: ArrayLike, directions: ArrayLike) -> torc
                 radius = torch.minimum(radius, gap.flatten(1).amin(1).clamp_min(0))
                 v, t = win_v[..., 0], win_t[..., 0]
             else:
-                v, t = torch.func.jvp(layer, (v,), (t,))
+                v, t = _push(layer, v, t)
     return radius
 
 

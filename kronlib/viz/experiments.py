@@ -22,6 +22,17 @@ __all__ = [
 ]
 
 
+def _array(value: object, name: str) -> np.ndarray:
+    """A float64 numpy array of a tensor, an array or a (nested) sequence of numbers."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} must be numbers (a tensor, array or sequence): {error}") from None
+    return array
+
+
 def _maps(value: ArrayLike, name: str) -> torch.Tensor:
     t = as_float_tensor(value, name).detach().cpu().double()
     while t.ndim > 3 and t.shape[1] == 1:
@@ -78,9 +89,7 @@ def distributions_figure(
     """
     if not counts:
         raise ValueError("counts must name at least one sample")
-    samples = {
-        name: np.asarray(as_float_tensor(v, name).cpu(), dtype=float) for name, v in counts.items()
-    }
+    samples = {name: _array(v, name) for name, v in counts.items()}
     top = int(maximum if maximum is not None else max(s.max() for s in samples.values()))
     fig = NotebookFigure(figsize=(6.4, 1.2 + 0.9 * len(samples)), layout="constrained")
     axes = fig.subplots(len(samples), 1, sharex=True, squeeze=False)[:, 0]
@@ -109,7 +118,7 @@ def pruning_figure(
     ax = fig.subplots()
     removed = np.arange(channels + 1)
     if random is not None:
-        band = np.asarray(as_float_tensor(random, "random").cpu(), dtype=float)
+        band = _array(random, "random")
         ax.fill_between(
             removed,
             100 * band.min(0),
@@ -121,7 +130,7 @@ def pruning_figure(
             removed, 100 * band.mean(0), color="0.45", lw=1.2, ls="--", label="random orders (mean)"
         )
     for (name, curve), marker in zip(curves.items(), "osD^v", strict=False):
-        values = np.asarray(as_float_tensor(curve, name).cpu(), dtype=float)
+        values = _array(curve, name)
         ax.plot(removed, 100 * values, marker=marker, ms=4, lw=1.5, label=name)
     ax.set_xlabel("channels removed")
     ax.set_ylabel("test accuracy (%)")
@@ -159,7 +168,7 @@ def path_terms_figure(shares: ArrayLike, templates: ArrayLike, *, counts: Sequen
             its own scale).
         counts: the number of paths of each length (``C(n, k)``), printed under the bars.
     """
-    values = np.asarray(as_float_tensor(shares, "shares").cpu(), dtype=float)
+    values = _array(shares, "shares")
     maps = as_float_tensor(templates, "templates").detach().cpu().double()
     if maps.ndim == 5 and maps.shape[2] == 1:
         maps = maps[:, :, 0]
@@ -194,9 +203,7 @@ def radius_figure(radii: Mapping[str, ArrayLike], *, references: Mapping[str, fl
     """Histograms of radii on a log axis, one per named sample, with labelled reference lines."""
     fig = NotebookFigure(figsize=(6.4, 3.4), layout="constrained")
     ax = fig.subplots()
-    arrays = {
-        name: np.asarray(as_float_tensor(v, name).cpu(), dtype=float) for name, v in radii.items()
-    }
+    arrays = {name: _array(v, name) for name, v in radii.items()}
     positive = np.concatenate([a[(a > 0) & np.isfinite(a)] for a in arrays.values()])
     low = min([positive.min(), *references.values()]) / 2
     high = max([positive.max(), *references.values()]) * 2
