@@ -22,15 +22,21 @@ __all__ = ["ChannelMask", "prune_channels", "pruning_curve"]
 
 
 class ChannelMask(nn.Module):
-    """Multiplies channel ``m`` of its input by ``keep[m]`` (0 or 1): ``(N, C, ...)`` → same."""
+    """Multiplies channel ``m`` of its input by ``keep[m]`` (0 or 1): ``(N, C, *S)`` → same.
 
-    def __init__(self, keep: torch.Tensor) -> None:
+    Args:
+        keep: ``(C,)``.
+        spatial_dims: the number of axes after the channel axis (2 for images, 0 for vectors).
+    """
+
+    def __init__(self, keep: torch.Tensor, spatial_dims: int = 2) -> None:
         super().__init__()
-        self.register_buffer("keep", keep.detach().clone())
+        spatial_dims = as_int(spatial_dims, "spatial_dims", minimum=0)
+        self.register_buffer("keep", keep.detach().clone().reshape(-1, *(1,) * spatial_dims))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, C, ...)`` → ``(N, C, ...)`` with the removed channels zero."""
-        return x * self.keep.reshape(1, -1, *(1,) * (x.ndim - 2)).to(x.dtype)
+        """``(N, C, *S)`` → ``(N, C, *S)`` with the removed channels zero."""
+        return x * self.keep
 
 
 def prune_channels(
@@ -50,22 +56,24 @@ def prune_channels(
     """
     head, tail = _split(model, cut)
     param = next(model.parameters())
-    probe_shape = _channels_of(head)
+    probe_shape, spatial_dims = _channels_of(head)
     keep = torch.ones(probe_shape, dtype=param.dtype, device=param.device)
     if not (hasattr(channels, "__len__") and len(channels) == 0):
         index = as_index(channels, "channels", probe_shape).reshape(-1)
         if len(set(index.tolist())) != len(index):
             raise ValueError(f"channels must not repeat, got {index.tolist()}")
         keep[index] = 0
-    return nn.Sequential(head, ChannelMask(keep), tail).eval()
+    return nn.Sequential(head, ChannelMask(keep, spatial_dims), tail).eval()
 
 
-def _channels_of(head: nn.Sequential) -> int:
-    """Output channels of ``head`` (the last layer with a known channel count)."""
+def _channels_of(head: nn.Sequential) -> tuple[int, int]:
+    """Output channels of ``head`` and the axes after them (the last layer that says)."""
     for layer in reversed(list(head)):
-        for attribute in ("out_channels", "num_features", "out_features"):
+        if isinstance(layer, nn.Flatten):
+            break
+        for attribute, spatial in (("out_channels", 2), ("num_features", 2), ("out_features", 0)):
             if hasattr(layer, attribute):
-                return int(getattr(layer, attribute))
+                return int(getattr(layer, attribute)), spatial
     raise ValueError("cut must come after a layer with a known channel count (Conv2d, Linear, BN)")
 
 

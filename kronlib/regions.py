@@ -22,6 +22,7 @@ from numpy.typing import ArrayLike
 from torch import nn
 
 from kronlib._validate import as_float_tensor, as_real
+from kronlib.terms import check_eval
 from kronlib.testing import jacobian
 from kronlib.virtual import chain
 
@@ -41,8 +42,7 @@ _AFFINE = (
 
 def _layers(model: nn.Module) -> list[nn.Module]:
     """The chain's layers in float64, checked: affine ones, ReLU/LeakyReLU, plain MaxPool2d."""
-    if any(m.training for m in model.modules()):
-        raise ValueError("model must be in eval mode (call model.eval())")
+    check_eval(model)
     layers = []
     for name, layer in chain(model):
         kind = type(layer)
@@ -119,7 +119,7 @@ def region_radius(model: nn.Module, x: ArrayLike, directions: ArrayLike) -> torc
     layers = _layers(model)
     point = as_float_tensor(x, "x").double()
     ways = as_float_tensor(directions, "directions").double()
-    if point.ndim == ways.ndim - 1:
+    if point.ndim == ways.ndim - 1 and tuple(point.shape) == tuple(ways.shape[1:]):
         point = point[None].expand_as(ways)
     if ways.ndim < 2 or tuple(point.shape) != tuple(ways.shape):
         raise ValueError(

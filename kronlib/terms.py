@@ -30,8 +30,14 @@ __all__ = [
 ]
 
 
-def _check_eval(model: nn.Module) -> None:
-    training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
+def check_eval(model: nn.Module) -> None:
+    """Refuse BatchNorm and Dropout layers in training mode (they mix or randomise inputs)."""
+    moody = (nn.modules.batchnorm._NormBase, nn.modules.dropout._DropoutNd)
+    training = [
+        name or type(model).__name__
+        for name, m in model.named_modules()
+        if m.training and isinstance(m, moody)
+    ]
     if training:
         raise ValueError(
             f"model must be in eval mode (call model.eval()): {training[0]!r} is in training "
@@ -96,7 +102,7 @@ def term_norms(
         ``(N, C_cut)`` in the model's dtype.
     """
     head, tail = _split(model, cut)
-    _check_eval(model)
+    check_eval(model)
     batch = as_float_tensor(images, "images")
     if batch.ndim < 2:
         raise ValueError(f"images must be (N, *in_shape), got shape {tuple(batch.shape)}")
@@ -198,7 +204,7 @@ def windowed_rows(
             f"model's first layer must be a Conv2d with groups=1, got {name}: {conv!r}"
         )
     head, tail = _split(model, name)
-    _check_eval(model)
+    check_eval(model)
     batch = as_float_tensor(images, "images")
     if batch.ndim != 4:
         raise ValueError(f"images must be (N, C_in, H, W), got shape {tuple(batch.shape)}")

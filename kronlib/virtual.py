@@ -122,7 +122,11 @@ def _expand(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
     if not isinstance(module, nn.Sequential):
         return [(prefix.rstrip("."), module)]
     out = []
-    for name, child in module.named_children():
+    # _modules, not named_children(): that one skips a module met before, so a ReLU instance
+    # used at two places of a chain would silently vanish from its second place
+    for name, child in module._modules.items():
+        if child is None:
+            continue
         out.extend(
             _expand(child, f"{prefix}{name}.")
             if isinstance(child, nn.Sequential)
