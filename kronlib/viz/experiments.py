@@ -180,7 +180,9 @@ def path_terms_figure(shares: ArrayLike, templates: ArrayLike, *, counts: Sequen
     bar = fig.add_subplot(grid[:, :2])
     bar.barh(range(lengths), 100 * values, color="0.35")
     bar.set_yticks(
-        range(lengths), [f"k = {k}\n({c} paths)" for k, c in enumerate(counts)], fontsize=8
+        range(lengths),
+        [f"k = {k}\n({c} path{'s' if c != 1 else ''})" for k, c in enumerate(counts)],
+        fontsize=8,
     )
     bar.invert_yaxis()
     bar.set_xlabel("mean share of ‖J‖ (%)", fontsize=8)
