@@ -160,27 +160,25 @@ def DigitResNet(  # noqa: N802
 ) -> nn.Sequential:
     """A small residual network for digits: a stem and one :class:`ResidualBlock` per width.
 
-    ``stem`` (3×3 convolution, BatchNorm, ReLU) → ``block1`` (stride 1) → ``block2``,
+    ``stem`` (3×3 convolution with stride 2, BatchNorm, ReLU) → ``block1`` (stride 1) → ``block2``,
     ``block3``, … (stride 2, projection shortcuts) → ``pool`` (global average) → ``flatten``
     → ``fc`` (10 logits). Input ``(N, 1, input_size, input_size)``, output ``(N, 10)``.
 
     Args:
-        input_size: side of the square input (divisible by ``2 ** (len(widths) − 1)``).
+        input_size: side of the square input (divisible by ``2 ** len(widths)``).
         widths: channels of each residual block (at least 3 blocks).
     """
     input_size = as_int(input_size, "input_size", minimum=1)
     if isinstance(widths, (str, bytes)) or not hasattr(widths, "__len__") or len(widths) < 3:
         raise ValueError(f"widths must hold at least 3 positive ints, got {widths!r}")
     widths = tuple(as_int(w, "widths (each)", minimum=1) for w in widths)
-    if input_size % 2 ** (len(widths) - 1):
-        raise ValueError(
-            f"input_size must be divisible by {2 ** (len(widths) - 1)}, got {input_size}"
-        )
+    if input_size % 2 ** len(widths):
+        raise ValueError(f"input_size must be divisible by {2 ** len(widths)}, got {input_size}")
     layers: list[tuple[str, nn.Module]] = [
         (
             "stem",
             nn.Sequential(
-                nn.Conv2d(1, widths[0], 3, padding=1, bias=False),
+                nn.Conv2d(1, widths[0], 3, stride=2, padding=1, bias=False),
                 nn.BatchNorm2d(widths[0]),
                 nn.ReLU(),
             ),

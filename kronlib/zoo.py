@@ -44,7 +44,7 @@ BOOK_MODELS: dict[str, _Recipe] = {
     "deep-varied": _Recipe(
         lambda: DeepCNN(input_size=48), 48, TrainConfig(epochs=8, augment="place"), varied=True
     ),
-    "resnet": _Recipe(DigitResNet, 32, TrainConfig(epochs=9)),
+    "resnet": _Recipe(DigitResNet, 32, TrainConfig(epochs=8)),
     **{
         f"lenet5-c{c1}-{c2}": _Recipe(
             lambda c1=c1, c2=c2: LeNet5(channels=(c1, c2)), 32, TrainConfig(epochs=15)
