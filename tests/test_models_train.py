@@ -144,7 +144,8 @@ def test_train_config_is_checked():
 def test_zoo_rejects_unknown_names():
     from kronlib.zoo import BOOK_MODELS, trained
 
-    names = {"lenet5", "tinyconvnet", "lenet5-varied", "deep", "deep-varied"}
+    names = {"lenet5", "tinyconvnet", "lenet5-varied", "deep", "deep-varied", "resnet"}
+    names |= {"lenet5-c2-4", "lenet5-c3-8", "lenet5-c12-32"}
     assert set(BOOK_MODELS) == names
     with pytest.raises(ValueError, match=r"name must be one of \['deep', 'deep-varied', "):
         trained("alexnet")
