@@ -16,7 +16,41 @@ from torch import nn
 
 from kronlib._validate import as_int
 
-__all__ = ["DeepCNN", "LeNet5", "TinyConvNet", "alexnet", "calibrate_batchnorm", "count_parameters"]
+__all__ = [
+    "LENET5_LAYERS",
+    "DeepCNN",
+    "LeNet5",
+    "Residual",
+    "TinyConvNet",
+    "alexnet",
+    "calibrate_batchnorm",
+    "count_parameters",
+]
+
+
+#: LeNet-5's seven weighted and pooling layers, input to output (the rows of chapter 6's table)
+LENET5_LAYERS = ("conv1", "pool1", "conv2", "pool2", "fc1", "fc2", "fc3")
+
+
+class Residual(nn.Module):
+    """A residual block ``y = x + body(x)``: the identity path plus one branch.
+
+    Args:
+        body: the branch; it must keep the input's shape.
+
+    Example:
+        >>> block = Residual(nn.Conv2d(1, 1, 3, padding=1))
+        >>> block(torch.zeros(1, 1, 4, 4)).shape
+        torch.Size([1, 1, 4, 4])
+    """
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + body(x)``."""
+        return x + self.body(x)
 
 
 def LeNet5(  # noqa: N802

@@ -4,7 +4,16 @@ Figures are built without ``pyplot`` (see :class:`NotebookFigure`), so that slid
 rendered from them without also showing up in the notebook.
 """
 
-from kronlib.viz.base import NotebookFigure, image_grid, shape_text, show, to_display
+from kronlib.viz.base import (
+    NotebookFigure,
+    add_colorbar,
+    image_grid,
+    integer_ticks,
+    shape_text,
+    show,
+    signed_bound,
+    to_display,
+)
 from kronlib.viz.convolution import (
     Panel,
     composed_kernel_figure,
@@ -12,6 +21,8 @@ from kronlib.viz.convolution import (
     pipeline_figure,
 )
 from kronlib.viz.factorization import (
+    budget_figure,
+    colour_factors_figure,
     factor_shapes_figure,
     modes_figure,
     rank_figure,
@@ -22,6 +33,7 @@ from kronlib.viz.spectral import (
     depth_width_figure,
     filters_figure,
     layer_spectrum_figure,
+    pruned_kernels_figure,
     spectra_figure,
 )
 from kronlib.viz.tables import markdown_table
@@ -37,13 +49,17 @@ __all__ = [
     "SIGNED_CMAP",
     "NotebookFigure",
     "Panel",
+    "add_colorbar",
+    "budget_figure",
     "channel_mosaic",
+    "colour_factors_figure",
     "composed_kernel_figure",
     "depth_width_figure",
     "effective_kernels_figure",
     "factor_shapes_figure",
     "filters_figure",
     "image_grid",
+    "integer_ticks",
     "layer_spectrum_figure",
     "layer_view_figure",
     "markdown_table",
@@ -51,10 +67,12 @@ __all__ = [
     "modes_figure",
     "overview_figure",
     "pipeline_figure",
+    "pruned_kernels_figure",
     "rank_figure",
     "rearrangement_figure",
     "shape_text",
     "show",
+    "signed_bound",
     "spectra_figure",
     "templates_figure",
     "to_display",
