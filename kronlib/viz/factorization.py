@@ -134,7 +134,7 @@ def modes_figure(fac: KronFactorization, rank: int = 5, title: str = "") -> Figu
     """
     terms = fac.terms(rank)
     fig = NotebookFigure(figsize=(10, 1.9 * rank + 0.4), layout="constrained")
-    axes = fig.subplots(rank, 4, squeeze=False, width_ratios=[1, 1, 1.4, 1.4])
+    axes = fig.subplots(rank, 4, squeeze=False, width_ratios=[1, 1.25, 1, 0.8])
     cumulative = torch.zeros_like(terms[0])
     for i in range(rank):
         cumulative = cumulative + terms[i]
