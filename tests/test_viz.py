@@ -192,3 +192,17 @@ def test_composed_kernel_titles_read_as_sentences():
     titles = [composed_kernel_figure(w, w, s).axes[2].get_title() for s in (2, 3, 4)]
     assert titles[2].endswith("the copies of W1 leave gaps")
     assert titles[0].endswith("the copies of W1 overlap")
+
+
+def test_mosaic_tiles_maps_with_zero_gaps():
+    from kronlib.viz import mosaic
+
+    maps = torch.arange(1.0, 5.0)[:, None, None].expand(4, 2, 3)
+    tiled = mosaic(maps, ncols=2)
+    assert tiled.shape == (5, 7)
+    assert torch.equal(tiled[:2, :3], torch.ones(2, 3)) and torch.equal(
+        tiled[3:, 4:], 4 * torch.ones(2, 3)
+    )
+    assert float(tiled[2].abs().sum()) == 0 and float(tiled[:, 3].abs().sum()) == 0
+    with pytest.raises(ValueError, match="stack must be"):
+        mosaic(torch.ones(2, 2))

@@ -23,6 +23,7 @@ __all__ = [
     "add_colorbar",
     "image_grid",
     "integer_ticks",
+    "mosaic",
     "shape_text",
     "show",
     "signed_bound",
@@ -184,6 +185,28 @@ def image_grid(
     for r, label in enumerate(row_labels or []):
         axes[r, 0].set_ylabel(label, fontsize=10)
     return fig
+
+
+def mosaic(stack: ArrayLike, ncols: int | None = None, gap: int = 1) -> torch.Tensor:
+    """Several maps ``(n, h, w)`` tiled into one image, ``ncols`` to a row, ``gap`` zeros apart.
+
+    Zero is white on the signed colour scale, so the gaps read as separators there.
+
+    Example:
+        >>> mosaic(torch.ones(4, 2, 2)).shape
+        torch.Size([5, 5])
+    """
+    maps = as_float_tensor(stack, "stack").detach().cpu()
+    if maps.ndim != 3 or maps.shape[0] == 0:
+        raise ValueError(f"stack must be (n, h, w) with n >= 1, got shape {tuple(maps.shape)}")
+    n, h, w = maps.shape
+    ncols = ncols or int(np.ceil(np.sqrt(n)))
+    nrows = -(-n // ncols)
+    out = torch.zeros(nrows * (h + gap) - gap, ncols * (w + gap) - gap, dtype=maps.dtype)
+    for k in range(n):
+        r, c = divmod(k, ncols)
+        out[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = maps[k]
+    return out
 
 
 def shape_text(shape: tuple[int, ...]) -> str:
