@@ -28,6 +28,7 @@ class Panel(NamedTuple):
     title: str
     image: ArrayLike
     signed: bool = False
+    bound: float | None = None  # the signed scale's half-range (default: the image's own)
 
 
 def pipeline_figure(
@@ -57,7 +58,7 @@ def pipeline_figure(
                 ax.text(0.5, 0.5, item, ha="center", va="center", fontsize=16)
             else:
                 panel = Panel(*item)
-                shown = show(ax, panel.image, panel.title, signed=panel.signed)
+                shown = show(ax, panel.image, panel.title, signed=panel.signed, bound=panel.bound)
                 if panel.signed:
                     add_colorbar(fig, shown, ax)
     if title:

@@ -194,7 +194,12 @@ def pruned_kernels_figure(
         shown = show(axes[k + 1], kernel, title, signed=True)
         add_colorbar(fig, shown, axes[k + 1])
         top, left, height, width = box
+        whole = (height, width) == tuple(np.shape(kernel))[-2:]
         for ax, lw in ((axes[0], 1.6), (axes[k + 1], 1.0)):
+            if whole:  # the window is the canvas: colour the frame instead
+                for spine in ax.spines.values():
+                    spine.set(edgecolor=f"C{k + 1}", linewidth=2 * lw)
+                continue
             ax.add_patch(
                 Rectangle(
                     (left - 0.5, top - 0.5), width, height, fill=False, edgecolor=f"C{k + 1}", lw=lw
