@@ -317,3 +317,23 @@ def test_support_box_and_the_pruned_unit_on_the_stroke():
     assert pruned_on_stroke(values, kernels, x) == 1
     with pytest.raises(ValueError, match="switched-off"):
         pruned_on_stroke(torch.ones(3), kernels, x)
+
+
+def test_low_rank_accuracy_replaces_one_layer_and_keeps_the_model():
+    from kronlib.data import Digits
+    from kronlib.spectral import low_rank_accuracy
+    from kronlib.train import accuracy
+
+    torch.manual_seed(0)
+    model = TinyConvNet().eval()
+    images = torch.rand(20, 1, 28, 28)
+    with torch.no_grad():
+        labels = model(images).argmax(1)
+    digits = Digits(images, labels, "random")
+    before = model.conv2.weight.detach().clone()
+    result = low_rank_accuracy(model, "conv2", digits, [1, 16])
+    assert result[16] == accuracy(model, digits) == 1.0  # full rank: the model itself
+    assert torch.equal(model.conv2.weight, before)  # the model is untouched
+    assert set(result) == {1, 16}
+    with pytest.raises(ValueError, match="layer must name a Conv2d"):
+        low_rank_accuracy(model, "fc", digits, [1])
