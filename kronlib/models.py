@@ -25,6 +25,7 @@ __all__ = [
     "alexnet",
     "calibrate_batchnorm",
     "count_parameters",
+    "describe_alexnet",
 ]
 
 
@@ -238,3 +239,22 @@ def alexnet(weights: str | Path | None = None, *, seed: int = 0, verbose: bool =
     if verbose:
         print(f"AlexNet: {source}")
     return model.eval(), source, pretrained
+
+
+def describe_alexnet(source: str, pretrained: bool) -> str:
+    """What a page can say about the AlexNet in use, for a reader (one short paragraph).
+
+    Args:
+        source: where the weights came from (the second value :func:`alexnet` returns).
+        pretrained: whether they are the pretrained ImageNet weights (its third value).
+    """
+    if pretrained:
+        return f"AlexNet's weights: {source}."
+    return (
+        "AlexNet's pretrained weights are not on this machine, so this page shows no AlexNet "
+        "pictures. To see them, set the environment variable KRONBOOK_ALEXNET_WEIGHTS to the "
+        "path of a state dict of torchvision's alexnet (or put torchvision's IMAGENET1K_V1 file "
+        "in the torch hub cache) and rebuild. The exactness check still runs on AlexNet's "
+        "architecture, with seeded random weights: the top rows of its virtual matrix and their "
+        "offsets reproduce the top five logits."
+    )

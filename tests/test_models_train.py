@@ -221,3 +221,11 @@ def test_residual_block_adds_its_body_to_its_input():
     assert torch.allclose(Residual(body)(x), x + body(x))
     names = dict(LeNet5().named_children())
     assert all(name in names for name in LENET5_LAYERS)
+
+
+def test_describe_alexnet_says_which_weights_in_words():
+    from kronlib.models import describe_alexnet
+
+    assert describe_alexnet("torch hub cache", True) == "AlexNet's weights: torch hub cache."
+    words = describe_alexnet("seeded random weights", False)
+    assert "not on this machine" in words and "KRONBOOK_ALEXNET_WEIGHTS" in words
