@@ -52,8 +52,11 @@ book: develop
 	@mv $(BUILD_STAMP).pending $(BUILD_STAMP)
 	@echo ">> open _build/html/index.html"
 
+# The notebooks are linted and format-checked too, at 76 columns (book/ruff.toml): fix them with
+# `.venv/bin/ruff format book` and `.venv/bin/ruff check --fix book`.
 lint: develop
-	$(BIN)/ruff check kronlib tests benchmarks tools book/_ext
+	$(BIN)/ruff check kronlib tests benchmarks tools book
+	$(BIN)/ruff format --check book
 
 test: lint
 	$(BIN)/python -m pytest tests book --nbval-lax --nbval-current-env -p no:cacheprovider

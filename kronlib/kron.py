@@ -35,7 +35,15 @@ from kronlib._validate import (
     like_input,
 )
 
-__all__ = ["KronFactorization", "kron", "nkp", "rearrange", "unrearrange"]
+__all__ = [
+    "BudgetPoint",
+    "KronFactorization",
+    "errors_at_budget",
+    "kron",
+    "nkp",
+    "rearrange",
+    "unrearrange",
+]
 
 _IMAGE_LAYOUT = "(H, W) or (H, W, 3)"
 
@@ -350,3 +358,76 @@ def nkp(
     if color != "C":
         C = C[..., 0]
     return KronFactorization(B=B, C=C, singular_values=S, color=color, target=image)
+
+
+@dataclass(frozen=True)
+class BudgetPoint:
+    """One factor shape at one storage budget (see :func:`errors_at_budget`).
+
+    Attributes:
+        grid_shape: ``(m1, n1)``, the shape of each ``B_i``.
+        block_shape: ``(m2, n2)``, the shape of each ``C_i``.
+        budget: the numbers that may be stored.
+        per_term: numbers one term stores, ``m1·n1 + m2·n2`` (times 3 for the colour factor).
+        rank: terms that fit, ``min(budget // per_term, max_rank)``; 0 when none fits.
+        error: relative Frobenius error of the best sum of ``rank`` terms (1 for no term).
+    """
+
+    grid_shape: tuple[int, int]
+    block_shape: tuple[int, int]
+    budget: int
+    per_term: int
+    rank: int
+    error: float
+
+
+def errors_at_budget(
+    A: ArrayLike,
+    grid_shapes: list[tuple[int, int]],
+    budgets: list[int],
+    color: str | None = None,
+) -> list[BudgetPoint]:
+    """The error of the best Kronecker sum of each factor shape that fits a storage budget.
+
+    One term ``B_i ⊗ C_i`` stores ``m1·n1 + m2·n2`` numbers, so at a fixed budget a shape with
+    small factors affords more terms. For every shape and budget this keeps as many terms as fit
+    and measures the relative error (by Eckart–Young, from the singular values).
+
+    Args:
+        A: image ``(H, W)`` or ``(H, W, 3)``, as for :func:`nkp`.
+        grid_shapes: shapes ``(m1, n1)`` of ``B``, each dividing ``(H, W)``.
+        budgets: numbers that may be stored, positive ints.
+        color: as for :func:`nkp`.
+
+    Returns:
+        One :class:`BudgetPoint` per budget and shape, budgets outer, shapes inner.
+
+    Example:
+        >>> A = torch.rand(8, 8)
+        >>> points = errors_at_budget(A, [(2, 2), (4, 4)], [40])
+        >>> [(p.per_term, p.rank) for p in points]
+        [(20, 2), (20, 2)]
+    """
+    image = as_float_tensor(A, "A")
+    sizes = [as_int(b, "budgets", minimum=1) for b in budgets]
+    if not sizes:
+        raise ValueError("budgets must hold at least one budget, got none")
+    factorizations = [nkp(image, shape, color=color) for shape in grid_shapes]
+    if not factorizations:
+        raise ValueError("grid_shapes must hold at least one shape, got none")
+    points = []
+    for budget in sizes:
+        for fac in factorizations:
+            channels_b = 3 if color == "B" else 1
+            channels_c = 3 if color == "C" else 1
+            m1, n1 = fac.grid_shape
+            m2, n2 = fac.block_shape
+            per_term = channels_b * m1 * n1 + channels_c * m2 * n2
+            rank = min(budget // per_term, fac.max_rank)
+            S = fac.singular_values.to(torch.float64)
+            total = float(S.square().sum())
+            error = float((S[rank:].square().sum() / total).sqrt()) if total > 0 else 0.0
+            points.append(
+                BudgetPoint(fac.grid_shape, fac.block_shape, budget, per_term, rank, error)
+            )
+    return points

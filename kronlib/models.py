@@ -17,15 +17,43 @@ from torch import nn
 from kronlib._validate import as_int
 
 __all__ = [
+    "LENET5_LAYERS",
     "DeepCNN",
     "DigitResNet",
     "LeNet5",
+    "Residual",
     "ResidualBlock",
     "TinyConvNet",
     "alexnet",
     "calibrate_batchnorm",
     "count_parameters",
+    "describe_alexnet",
 ]
+
+
+#: LeNet-5's seven weighted and pooling layers, input to output (the rows of chapter 6's table)
+LENET5_LAYERS = ("conv1", "pool1", "conv2", "pool2", "fc1", "fc2", "fc3")
+
+
+class Residual(nn.Module):
+    """A residual block ``y = x + body(x)``: the identity path plus one branch.
+
+    Args:
+        body: the branch; it must keep the input's shape.
+
+    Example:
+        >>> block = Residual(nn.Conv2d(1, 1, 3, padding=1))
+        >>> block(torch.zeros(1, 1, 4, 4)).shape
+        torch.Size([1, 1, 4, 4])
+    """
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + body(x)``."""
+        return x + self.body(x)
 
 
 def LeNet5(  # noqa: N802
@@ -299,3 +327,22 @@ def alexnet(weights: str | Path | None = None, *, seed: int = 0, verbose: bool =
     if verbose:
         print(f"AlexNet: {source}")
     return model.eval(), source, pretrained
+
+
+def describe_alexnet(source: str, pretrained: bool) -> str:
+    """What a page can say about the AlexNet in use, for a reader (one short paragraph).
+
+    Args:
+        source: where the weights came from (the second value :func:`alexnet` returns).
+        pretrained: whether they are the pretrained ImageNet weights (its third value).
+    """
+    if pretrained:
+        return f"AlexNet's weights: {source}."
+    return (
+        "AlexNet's pretrained weights are not on this machine, so this page shows no AlexNet "
+        "pictures. To see them, set the environment variable KRONBOOK_ALEXNET_WEIGHTS to the "
+        "path of a state dict of torchvision's alexnet (or put torchvision's IMAGENET1K_V1 file "
+        "in the torch hub cache) and rebuild. The exactness check still runs on AlexNet's "
+        "architecture, with seeded random weights: the top rows of its virtual matrix and their "
+        "offsets reproduce the top five logits."
+    )

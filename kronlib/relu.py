@@ -25,7 +25,9 @@ __all__ = [
     "carved_kernel",
     "kernel_extent",
     "layer_kernels",
+    "pruned_on_stroke",
     "receptive_fields",
+    "support_box",
 ]
 
 
@@ -169,3 +171,57 @@ def kernel_extent(kernels: ArrayLike) -> torch.Tensor:
         last = torch.where(hit, index, -1).max(dim=-1).values
         spans.append((last - first + 1).clamp_min(0))
     return torch.maximum(*spans)
+
+
+def support_box(kernel: ArrayLike) -> tuple[int, int, int, int]:
+    """``(top, left, height, width)`` of the bounding box of a kernel's non-zeros.
+
+    Args:
+        kernel: ``(C, H, W)`` or ``(H, W)``, not all zero.
+
+    Raises:
+        ValueError: if the kernel is all zero (it has no support).
+    """
+    k = as_float_tensor(kernel, "kernel")
+    support = (k != 0).any(dim=0) if k.ndim == 3 else k != 0
+    rows = torch.nonzero(support.any(dim=1)).flatten()
+    cols = torch.nonzero(support.any(dim=0)).flatten()
+    if rows.numel() == 0:
+        raise ValueError("kernel must have a non-zero entry, got an all-zero kernel")
+    top, left = int(rows[0]), int(cols[0])
+    return top, left, int(rows[-1]) - top + 1, int(cols[-1]) - left + 1
+
+
+def pruned_on_stroke(values: ArrayLike, kernels: ArrayLike, x: ArrayLike) -> int:
+    """The switched-off unit to show: largest kernel, and over as much of the input as possible.
+
+    Among the units with a negative value (the ones a ReLU switches off) whose kernels have the
+    largest extent (:func:`kernel_extent`), the one whose kernel's bounding box holds the most of
+    ``x`` (its summed absolute value: for a digit, the most ink).
+
+    Args:
+        values: a layer's pre-activations, any shape ``S``.
+        kernels: their effective kernels, ``(*S, C, H, W)``.
+        x: the input ``(C, H, W)``.
+
+    Returns:
+        The flat index (into ``values.flatten()``) of that unit.
+
+    Raises:
+        ValueError: if no unit is switched off.
+    """
+    v = as_float_tensor(values, "values").flatten()
+    image = as_float_tensor(x, "x")
+    k = as_float_tensor(kernels, "kernels").reshape(v.numel(), *image.shape)
+    extent = kernel_extent(k)
+    off = v < 0
+    if not bool(off.any()):
+        raise ValueError("values must hold a negative (switched-off) unit, got none")
+    widest = int(extent[off].max())
+    best, best_ink = -1, -1.0
+    for unit in torch.nonzero(off & (extent == widest)).flatten().tolist():
+        top, left, height, width = support_box(k[unit])
+        ink = float(image[:, top : top + height, left : left + width].abs().sum())
+        if ink > best_ink:
+            best, best_ink = unit, ink
+    return best

@@ -8,10 +8,13 @@ scaling, and rotating into the output channels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from copy import deepcopy
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from kronlib._validate import (
     ArrayLike,
@@ -23,6 +26,7 @@ from kronlib._validate import (
     check_not_empty,
 )
 from kronlib.conv import kron_kernel
+from kronlib.data import Digits
 from kronlib.kron import rearrange
 
 __all__ = [
@@ -30,6 +34,7 @@ __all__ = [
     "count_relu_masks",
     "im2col_forward",
     "layer_svd",
+    "low_rank_accuracy",
     "numerical_rank",
     "rearranged_kernel_spectrum",
 ]
@@ -236,3 +241,36 @@ def numerical_rank(singular_values: ArrayLike, rtol: float = 1e-10) -> int:
     if values.numel() == 0 or float(values.max()) == 0.0:
         return 0
     return int((values > cutoff * values.max()).sum())
+
+
+def low_rank_accuracy(
+    model: nn.Module, layer: str, digits: Digits, ranks: Sequence[int]
+) -> dict[int, float]:
+    """Test accuracy with one conv layer's weight replaced by its best rank-``k`` approximation.
+
+    The model is copied; for each ``k`` the copy's ``layer`` weight becomes
+    :meth:`LayerSVD.low_rank` ``(k)`` (everything else, biases included, is kept).
+
+    Args:
+        model: a classifier with a convolution named ``layer``.
+        layer: the name of that convolution among ``model.named_modules()``.
+        digits: the images and labels to classify.
+        ranks: the ranks ``k`` to try, each in ``1..min(C_out, C_in·kh·kw)``.
+
+    Returns:
+        ``{k: accuracy}``.
+    """
+    from kronlib.train import accuracy
+
+    modules = dict(model.named_modules())
+    if layer not in modules or not isinstance(modules[layer], nn.Conv2d):
+        raise ValueError(f"layer must name a Conv2d of the model, got {layer!r}")
+    copy = deepcopy(model).eval()
+    conv = dict(copy.named_modules())[layer]
+    svd = layer_svd(conv.weight)
+    out = {}
+    with torch.no_grad():
+        for k in ranks:
+            conv.weight.copy_(svd.low_rank(k).to(conv.weight.dtype))
+            out[int(k)] = accuracy(copy, digits)
+    return out

@@ -272,7 +272,7 @@ _STATIC_TEMPLATE = """<div class="kronlib-slider" id="{uid}">
       if (timer) {{
         clearInterval(timer); timer = null; button.textContent = "\\u25B6 play"; return;
       }}
-      button.textContent = "\\u23F8 pause";
+      button.textContent = "\\u25AE\\u25AE pause";
       timer = setInterval(function () {{
         var first = inputs[0];
         first.value = (parseInt(first.value, 10) + 1) % data.labels[0].length;

@@ -50,8 +50,8 @@ def browser():
 def open_page(browser):
     pages = []
 
-    def _open(path: Path):
-        page = browser.new_page(viewport={"width": 1300, "height": 900})
+    def _open(path: Path, width: int = 1300):
+        page = browser.new_page(viewport={"width": width, "height": 900})
         problems: list[str] = []
         page.on(
             "console",
@@ -192,9 +192,86 @@ def test_every_chapter_page_is_light(path):
     assert weight <= 3_000_000, f"{path.name}: {weight / 1e6:.1f} MB with its images"
 
 
-@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+LOG_PATTERNS = (
+    r"\b[0-9a-f]{16}\.pt\b",  # weight files
+    r"no network: \w+Error",  # why a data source was chosen
+    r"cached weights",
+    r"\bTraceback \(most recent call last\)",
+    r"\d+(\.\d+)?it/s\b",  # progress bars
+    r"\bepoch \d+/\d+",
+    r"\bWarning: ",
+)
+
+
+@pytest.mark.parametrize("path", FIGURE_PAGES, ids=lambda p: p.name)
 def test_no_build_log_in_a_page(path):
+    # (the API page is left out: its docstring examples show such strings as inputs)
     # cell outputs that are logs (data sources, weight files, cache lines), not results
     text = re.sub(r"<[^>]+>", " ", path.read_text(encoding="utf-8"))
-    for pattern in (r"\b[0-9a-f]{16}\.pt\b", r"no network: \w+Error", r"cached weights"):
+    for pattern in LOG_PATTERNS:
         assert not re.search(pattern, text), f"{path.name} shows build output: {pattern}"
+
+
+# Display math and figures that reach beyond their column: a formula whose box scrolls sideways
+# (its ends hidden), an image beyond the window or cut by a container that hides its overflow.
+CLIPPED = """() => {
+  const width = document.documentElement.clientWidth;
+  const bad = [];
+  document.querySelectorAll('article mjx-container[display="true"]').forEach((el, k) => {
+    if (el.scrollWidth > el.clientWidth + 1) {
+      bad.push(`formula ${k + 1}: ${el.scrollWidth} px in a ${el.clientWidth} px box`);
+    }
+  });
+  document.querySelectorAll('article img').forEach((img, k) => {
+    const r = img.getBoundingClientRect();
+    if (r.width === 0) { return; }  // in a collapsed block
+    if (r.right > width + 1 || r.left < -1) {
+      bad.push(`image ${k + 1} (${img.alt || img.src.slice(-30)}) beyond the window`);
+      return;
+    }
+    for (let a = img.parentElement; a && a !== document.body; a = a.parentElement) {
+      if (getComputedStyle(a).overflowX === 'visible') { continue; }
+      const box = a.getBoundingClientRect();
+      if (r.right > box.right + 1 || r.left < box.left - 1) {
+        bad.push(`image ${k + 1} (${img.alt || img.src.slice(-30)}) cut by its container`);
+        break;
+      }
+    }
+  });
+  return bad;
+}"""
+
+
+@pytest.mark.parametrize("width", [1400, 390])
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: p.name)
+def test_no_clipped_display_math_or_figure(open_page, path, width):
+    page, _ = open_page(path, width)
+    if page.locator("div.math, span.math").count():
+        page.wait_for_selector("mjx-container", state="attached", timeout=15000)
+        page.wait_for_timeout(500)
+    page.wait_for_load_state("load")
+    clipped = page.evaluate(CLIPPED)
+    assert not clipped, f"{path.name} at {width} px: " + "; ".join(clipped)
+
+
+@pytest.mark.parametrize("path", FIGURE_PAGES, ids=lambda p: p.name)
+def test_every_figure_is_numbered_and_captioned(open_page, path):
+    """Every picture sits in a numbered figure with a caption that the text can refer to."""
+    page, _ = open_page(path)
+    unnumbered = page.evaluate(
+        """() => Array.from(document.querySelectorAll('article img'))
+              .filter(img => {
+                const figure = img.closest('figure');
+                return !figure || !figure.querySelector('figcaption .caption-number');
+              })
+              .map(img => img.alt || img.src.slice(-40))"""
+    )
+    assert not unnumbered, f"{path.name}: figures without a number {unnumbered}"
+    numbers = page.locator("figcaption .caption-number").all_inner_texts()
+    assert numbers, f"{path.name} has no numbered figure"
+    unreferred = page.evaluate(
+        """() => Array.from(document.querySelectorAll('article figure[id]'))
+              .map(figure => figure.id)
+              .filter(id => !document.querySelector(`article a[href="#${id}"]`))"""
+    )
+    assert not unreferred, f"{path.name}: figures the text never refers to {unreferred}"

@@ -82,9 +82,16 @@ needs_venv = pytest.mark.skipif(
 def test_venv_imports_this_clones_kronlib():
     out = subprocess.run(
         # where `import kronlib` resolves, without importing torch (seconds) to find out
-        [str(VENV_PYTHON), "-c", "import importlib.util as u, sys;"
-         "print(u.find_spec('kronlib').origin); print(sys.prefix)"],
-        cwd="/", capture_output=True, text=True, check=True,
+        [
+            str(VENV_PYTHON),
+            "-c",
+            "import importlib.util as u, sys;"
+            "print(u.find_spec('kronlib').origin); print(sys.prefix)",
+        ],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.splitlines()
     assert Path(out[0]).resolve() == (ROOT / "kronlib" / "__init__.py").resolve()
     assert Path(out[1]).resolve() == VENV.resolve()
@@ -98,8 +105,9 @@ def test_venv_runs_on_the_locked_base():
         "import importlib.metadata as m, json;"
         "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"
     )
-    out = subprocess.run([str(VENV_PYTHON), "-c", code], capture_output=True, text=True,
-                         check=True, cwd="/").stdout
+    out = subprocess.run(
+        [str(VENV_PYTHON), "-c", code], capture_output=True, text=True, check=True, cwd="/"
+    ).stdout
     installed = {kronenv.normalize(k): v for k, v in json.loads(out).items()}
     locked = kronenv.read_pins(LOCK)
     if base.name.endswith("-cpu"):  # TORCH=cpu: torch's CPU build, without the CUDA packages
@@ -120,8 +128,9 @@ def test_commands_and_kernel_of_the_venv_run_its_python():
         "print(K().get_kernel_spec('python3').argv[0])"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")}
-    argv0 = subprocess.run([str(VENV_PYTHON), "-c", code], capture_output=True, text=True,
-                           check=True, cwd="/", env=env).stdout.strip()
+    argv0 = subprocess.run(
+        [str(VENV_PYTHON), "-c", code], capture_output=True, text=True, check=True, cwd="/", env=env
+    ).stdout.strip()
     assert argv0 == str(VENV_PYTHON) or (argv0 == "python" and sys.prefix == str(VENV))
 
 

@@ -36,3 +36,25 @@ def test_the_api_page_documents_every_public_module():
     public = [m.name for m in pkgutil.iter_modules(kronlib.__path__) if not m.name.startswith("_")]
     missing = [name for name in public if f"automodule:: kronlib.{name}" not in page]
     assert not missing, f"book/api.md does not document {missing}"
+
+
+def test_the_version_lives_in_one_place():
+    import importlib.metadata
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    citation = (root / "CITATION.cff").read_text()
+    assert not any(line.startswith("version:") for line in citation.splitlines())
+    assert importlib.metadata.version("kronlib") == kronlib.__version__
+
+
+def test_license_and_citation_are_there():
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    license_text = (root / "LICENSE").read_text()
+    assert "MIT License" in license_text and "CC BY 4.0" in license_text
+    assert "cff-version:" in (root / "CITATION.cff").read_text()

@@ -279,3 +279,28 @@ def test_shapes_and_ranks_accept_numpy_and_0d_torch_ints(two):
 def test_kron_arguments_refuse_bools_floats_and_empty_arrays(call, error, message):
     with pytest.raises(error, match=message):
         call(torch.rand(4, 6))
+
+
+def test_errors_at_budget_keeps_as_many_terms_as_fit():
+    from kronlib.kron import errors_at_budget
+
+    g = torch.Generator().manual_seed(0)
+    A = torch.rand(12, 12, generator=g, dtype=torch.float64)
+    points = errors_at_budget(A, [(2, 2), (3, 3), (6, 6)], [100, 1000])
+    assert [(p.budget, p.grid_shape) for p in points][:3] == [
+        (100, (2, 2)),
+        (100, (3, 3)),
+        (100, (6, 6)),
+    ]
+    for p in points:
+        m1, n1 = p.grid_shape
+        m2, n2 = p.block_shape
+        assert p.per_term == m1 * n1 + m2 * n2
+        fac = nkp(A, p.grid_shape)
+        assert p.rank == min(p.budget // p.per_term, fac.max_rank)
+        expected = fac.error(p.rank) if p.rank else 1.0
+        assert abs(p.error - expected) < 1e-9
+    # a budget large enough for every term reproduces the image
+    assert all(p.error < 1e-9 for p in points if p.budget == 1000)
+    with pytest.raises(ValueError, match="budgets"):
+        errors_at_budget(A, [(2, 2)], [])

@@ -212,3 +212,21 @@ def test_first_digit_of_a_class_and_a_missing_class():
     assert digits.first(3).item() == 1.0 and digits.first(3).shape == (1, 1, 1)
     with pytest.raises(ValueError, match=r"classes present \[1, 3, 7\], got 5"):
         digits.first(5)
+
+
+def test_residual_block_adds_its_body_to_its_input():
+    from kronlib.models import LENET5_LAYERS, Residual
+
+    body = torch.nn.Conv2d(1, 1, 3, padding=1)
+    x = torch.randn(2, 1, 5, 5)
+    assert torch.allclose(Residual(body)(x), x + body(x))
+    names = dict(LeNet5().named_children())
+    assert all(name in names for name in LENET5_LAYERS)
+
+
+def test_describe_alexnet_says_which_weights_in_words():
+    from kronlib.models import describe_alexnet
+
+    assert describe_alexnet("torch hub cache", True) == "AlexNet's weights: torch hub cache."
+    words = describe_alexnet("seeded random weights", False)
+    assert "not on this machine" in words and "KRONBOOK_ALEXNET_WEIGHTS" in words

@@ -297,3 +297,43 @@ def test_rearranged_kernel_spectrum_accepts_numpy_and_torch_ints_and_refuses_nan
     w2[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="w2 must be finite"):
         rearranged_kernel_spectrum(w1, w2)
+
+
+def test_support_box_and_the_pruned_unit_on_the_stroke():
+    from kronlib.relu import pruned_on_stroke, support_box
+
+    kernel = torch.zeros(1, 8, 8)
+    kernel[0, 2:5, 3:7] = 1.0
+    assert support_box(kernel) == (2, 3, 3, 4)
+    with pytest.raises(ValueError, match="all-zero"):
+        support_box(torch.zeros(4, 4))
+    x = torch.zeros(1, 8, 8)
+    x[0, 6:8, 6:8] = 1.0  # ink in the bottom-right corner
+    kernels = torch.zeros(3, 1, 8, 8)
+    kernels[0, 0, 0:3, 0:3] = 1.0  # off, over blank canvas
+    kernels[1, 0, 5:8, 5:8] = 1.0  # off, over the ink
+    kernels[2, 0, 5:8, 5:8] = 1.0  # on: not a candidate
+    values = torch.tensor([-1.0, -0.5, 2.0])
+    assert pruned_on_stroke(values, kernels, x) == 1
+    with pytest.raises(ValueError, match="switched-off"):
+        pruned_on_stroke(torch.ones(3), kernels, x)
+
+
+def test_low_rank_accuracy_replaces_one_layer_and_keeps_the_model():
+    from kronlib.data import Digits
+    from kronlib.spectral import low_rank_accuracy
+    from kronlib.train import accuracy
+
+    torch.manual_seed(0)
+    model = TinyConvNet().eval()
+    images = torch.rand(20, 1, 28, 28)
+    with torch.no_grad():
+        labels = model(images).argmax(1)
+    digits = Digits(images, labels, "random")
+    before = model.conv2.weight.detach().clone()
+    result = low_rank_accuracy(model, "conv2", digits, [1, 16])
+    assert result[16] == accuracy(model, digits) == 1.0  # full rank: the model itself
+    assert torch.equal(model.conv2.weight, before)  # the model is untouched
+    assert set(result) == {1, 16}
+    with pytest.raises(ValueError, match="layer must name a Conv2d"):
+        low_rank_accuracy(model, "fc", digits, [1])

@@ -4,7 +4,17 @@ Figures are built without ``pyplot`` (see :class:`NotebookFigure`), so that slid
 rendered from them without also showing up in the notebook.
 """
 
-from kronlib.viz.base import NotebookFigure, image_grid, shape_text, show, to_display
+from kronlib.viz.base import (
+    NotebookFigure,
+    add_colorbar,
+    image_grid,
+    integer_ticks,
+    mosaic,
+    shape_text,
+    show,
+    signed_bound,
+    to_display,
+)
 from kronlib.viz.convolution import (
     Panel,
     composed_kernel_figure,
@@ -20,6 +30,8 @@ from kronlib.viz.experiments import (
     terms_figure,
 )
 from kronlib.viz.factorization import (
+    budget_figure,
+    colour_factors_figure,
     factor_shapes_figure,
     modes_figure,
     rank_figure,
@@ -30,6 +42,7 @@ from kronlib.viz.spectral import (
     depth_width_figure,
     filters_figure,
     layer_spectrum_figure,
+    pruned_kernels_figure,
     spectra_figure,
 )
 from kronlib.viz.tables import markdown_table
@@ -45,7 +58,10 @@ __all__ = [
     "SIGNED_CMAP",
     "NotebookFigure",
     "Panel",
+    "add_colorbar",
+    "budget_figure",
     "channel_mosaic",
+    "colour_factors_figure",
     "composed_kernel_figure",
     "depth_width_figure",
     "distributions_figure",
@@ -53,21 +69,25 @@ __all__ = [
     "factor_shapes_figure",
     "filters_figure",
     "image_grid",
+    "integer_ticks",
     "intervals_figure",
     "layer_spectrum_figure",
     "layer_view_figure",
     "markdown_table",
     "matrix_pattern_figure",
     "modes_figure",
+    "mosaic",
     "overview_figure",
     "path_terms_figure",
     "pipeline_figure",
+    "pruned_kernels_figure",
     "pruning_figure",
     "radius_figure",
     "rank_figure",
     "rearrangement_figure",
     "shape_text",
     "show",
+    "signed_bound",
     "spectra_figure",
     "templates_figure",
     "terms_figure",

@@ -11,13 +11,16 @@ from matplotlib.figure import Figure
 
 from kronlib._validate import ArrayLike, as_float_tensor
 from kronlib.conv import compose
-from kronlib.viz.base import NotebookFigure, show
+from kronlib.viz.base import NotebookFigure, add_colorbar, show
 
 __all__ = ["Panel", "composed_kernel_figure", "matrix_pattern_figure", "pipeline_figure"]
 
 
 class Panel(NamedTuple):
-    """A titled image for :func:`pipeline_figure`; ``signed`` draws a kernel on a blue–red scale.
+    """A titled image for :func:`pipeline_figure`; ``signed`` for a map of either sign.
+
+    A signed map (a kernel, a response) is drawn on :data:`~kronlib.viz.base.SIGNED_CMAP`, zero
+    white, with a colour bar.
 
     A plain ``(title, image)`` pair is read as an unsigned ``Panel``.
     """
@@ -25,6 +28,7 @@ class Panel(NamedTuple):
     title: str
     image: ArrayLike
     signed: bool = False
+    bound: float | None = None  # the signed scale's half-range (default: the image's own)
 
 
 def pipeline_figure(
@@ -54,7 +58,9 @@ def pipeline_figure(
                 ax.text(0.5, 0.5, item, ha="center", va="center", fontsize=16)
             else:
                 panel = Panel(*item)
-                show(ax, panel.image, panel.title, signed=panel.signed)
+                shown = show(ax, panel.image, panel.title, signed=panel.signed, bound=panel.bound)
+                if panel.signed:
+                    add_colorbar(fig, shown, ax)
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
@@ -109,14 +115,19 @@ def composed_kernel_figure(w1: ArrayLike, w2: ArrayLike, stride1: int) -> Figure
     axes = fig.subplots(1, 3, width_ratios=[1, 1, 2.2])
     show(axes[0], a[0, 0], f"W1 ({k1}×{k1})", signed=True)
     show(axes[1], b[0, 0], f"W2 ({b.shape[-2]}×{b.shape[-1]})", signed=True)
-    show(axes[2], kernel, "", signed=True)
+    add_colorbar(fig, show(axes[2], kernel, "", signed=True), axes[2])
     for at in range(stride1, kernel.shape[-1], stride1):
         axes[2].axvline(at - 0.5, color="0.5", lw=0.5)
         axes[2].axhline(at - 0.5, color="0.5", lw=0.5)
-    relation = "overlap" if stride1 < k1 else ("tile: W2 ⊗ W1" if stride1 == k1 else "gaps")
+    if stride1 < k1:
+        relation = "the copies of W1 overlap"
+    elif stride1 == k1:
+        relation = "the copies of W1 tile it: W2 ⊗ W1"
+    else:
+        relation = "the copies of W1 leave gaps"
     axes[2].set_title(
-        f"composed kernel {kernel.shape[-2]}×{kernel.shape[-1]}, stride1 = {stride1}: "
-        f"copies of W1 {relation}",
+        f"composed kernel {kernel.shape[-2]}×{kernel.shape[-1]} at stride1 = {stride1}:\n"
+        f"{relation}",
         fontsize=9,
     )
     return fig
