@@ -20,7 +20,12 @@ from kronlib.regions import (
     same_pattern,
 )
 from kronlib.saliency import active_channels_by_layer, active_counts
-from kronlib.stats import bootstrap_mean, bootstrap_mean_difference
+from kronlib.stats import (
+    auc,
+    bootstrap_mean,
+    bootstrap_mean_difference,
+    bootstrap_subset_difference,
+)
 from kronlib.terms import effective_term_count, fold_windowed, term_norms, windowed_rows
 from kronlib.testing import assert_relative_close, jacobian
 from kronlib.virtual import chain, prefix
@@ -330,6 +335,33 @@ def test_bootstrap_intervals_cover_and_are_deterministic():
         bootstrap_mean([1.0, 2.0], resamples=True)
 
 
+def test_the_cluster_bootstrap_is_wider_when_groups_repeat_values():
+    rng = np.random.default_rng(1)
+    base = rng.normal(0, 1, 200)
+    first = rng.random(200) < 0.3
+    values = np.tile(base, 3)  # every value three times: three placements of one digit
+    flags = np.tile(first, 3)
+    groups = np.tile(np.arange(200), 3)
+    naive = bootstrap_mean_difference(values[flags], values[~flags])
+    grouped = bootstrap_subset_difference(values, flags, groups)
+    assert grouped.estimate == pytest.approx(naive.estimate)
+    assert grouped.high - grouped.low > 1.4 * (naive.high - naive.low)
+    alone = bootstrap_subset_difference(base, first, np.arange(200))
+    assert alone.high - alone.low == pytest.approx(grouped.high - grouped.low, rel=0.2)
+    with pytest.raises(ValueError, match="in_first"):
+        bootstrap_subset_difference(base, np.ones(200, dtype=bool), np.arange(200))
+    with pytest.raises(ValueError, match="groups"):
+        bootstrap_subset_difference(base, first, np.zeros(200))
+
+
+def test_auc():
+    assert auc([3.0, 4.0], [1.0, 2.0]) == 1.0
+    assert auc([1.0, 2.0], [3.0, 4.0]) == 0.0
+    assert auc([1.0, 1.0], [1.0, 1.0]) == 0.5
+    with pytest.raises(ValueError, match="first"):
+        auc([1.0], [1.0, 2.0])
+
+
 # -- region radius --------------------------------------------------------------------------------
 def _small_chain(activation: nn.Module, seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
@@ -447,7 +479,10 @@ def test_chapter_seven_figures_build():
     assert pruning_figure({"x": [0.9, 0.8, 0.5]}, random=np.ones((2, 3)), channels=2)
     interval = bootstrap_mean([1.0, 2.0, 3.0])
     assert intervals_figure({"m": interval}, xlabel="d")
-    assert path_terms_figure(torch.tensor([0.2, 0.8]), torch.randn(2, 3, 4, 4), counts=[1, 1])
+    assert path_terms_figure(
+        torch.tensor([0.2, 0.8]), torch.randn(2, 3, 4, 4), counts=[1, 1], xlabel="share"
+    )
+    assert intervals_figure({"m": interval}, xlabel="d", percent=True)
     assert radius_figure({"r": torch.tensor([1e-3, 2e-3, 0.0])}, references={"x": 1.0})
     with pytest.raises(ValueError, match="labels"):
         terms_figure(torch.randn(3, 8, 8), torch.randn(8, 8), labels=["a"])

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
 from kronlib._validate import ArrayLike, as_float_tensor
 from kronlib.stats import Interval
@@ -70,10 +71,12 @@ def terms_figure(
     axes = fig.subplots(1, panels, squeeze=False)[0]
     for ax, image, title in zip(axes, [*maps, whole[0]], [*labels, "sum = saliency"], strict=True):
         shown = ax.imshow(image.numpy(), cmap=SIGNED_CMAP, vmin=-bound, vmax=bound)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=11)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.colorbar(shown, ax=list(axes), shrink=0.8, pad=0.01, label="value")
+    bar = fig.colorbar(shown, ax=list(axes), shrink=0.8, pad=0.01)
+    bar.set_label("value", fontsize=11)
+    bar.ax.tick_params(labelsize=10)
     return fig
 
 
@@ -141,8 +144,13 @@ def pruning_figure(
     return fig
 
 
-def intervals_figure(intervals: Mapping[str, Interval], *, xlabel: str) -> Figure:
-    """Estimates with their confidence intervals, one line each, and a zero line."""
+def intervals_figure(
+    intervals: Mapping[str, Interval], *, xlabel: str, percent: bool = False
+) -> Figure:
+    """Estimates with their confidence intervals, one line each, and a zero line.
+
+    With ``percent``, the values are fractions and the axis reads in percent.
+    """
     names = list(intervals)
     fig = NotebookFigure(figsize=(6.4, 0.8 + 0.55 * len(names)), layout="constrained")
     ax = fig.subplots()
@@ -155,49 +163,55 @@ def intervals_figure(intervals: Mapping[str, Interval], *, xlabel: str) -> Figur
     ax.set_ylim(-0.6, len(names) - 0.4)
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
+    if percent:
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     ax.grid(axis="x", alpha=0.3)
     return fig
 
 
-def path_terms_figure(shares: ArrayLike, templates: ArrayLike, *, counts: Sequence[int]) -> Figure:
-    """Left: the mean norm share of each path length; right: each length's class templates.
+def path_terms_figure(
+    shares: ArrayLike, maps: ArrayLike, *, counts: Sequence[int], xlabel: str
+) -> Figure:
+    """Left: a bar per path length; right: what each length carries, one row per length.
 
     Args:
-        shares: ``(L,)`` mean share of ``‖J_k‖`` for ``k = 0..L−1``.
-        templates: ``(L, K, H, W)``: per path length, one map per class (signed, each row on
-            its own scale).
-        counts: the number of paths of each length (``C(n, k)``), printed under the bars.
+        shares: ``(L,)`` one number per path length ``k = 0..L−1`` (fractions, drawn in %).
+        maps: ``(L, K, H, W)``: per path length, ``K`` signed maps (each row on its own scale).
+        counts: the number of paths of each length (``C(n, k)``), printed with the bars.
+        xlabel: what the bars measure.
     """
     values = _array(shares, "shares")
-    maps = as_float_tensor(templates, "templates").detach().cpu().double()
-    if maps.ndim == 5 and maps.shape[2] == 1:
-        maps = maps[:, :, 0]
-    if maps.ndim != 4 or maps.shape[0] != len(values):
-        raise ValueError(f"templates must be (L={len(values)}, K, H, W), got {tuple(maps.shape)}")
-    lengths, classes = maps.shape[:2]
-    fig = NotebookFigure(figsize=(2.6 + 1.05 * classes, 0.6 + 1.15 * lengths), layout="constrained")
-    grid = fig.add_gridspec(lengths, classes + 3)
+    tiles = as_float_tensor(maps, "maps").detach().cpu().double()
+    if tiles.ndim == 5 and tiles.shape[2] == 1:
+        tiles = tiles[:, :, 0]
+    if tiles.ndim != 4 or tiles.shape[0] != len(values):
+        raise ValueError(f"maps must be (L={len(values)}, K, H, W), got {tuple(tiles.shape)}")
+    lengths, columns = tiles.shape[:2]
+    fig = NotebookFigure(figsize=(3.4 + 1.05 * columns, 0.8 + 1.2 * lengths), layout="constrained")
+    grid = fig.add_gridspec(lengths, columns + 3)
     bar = fig.add_subplot(grid[:, :2])
     bar.barh(range(lengths), 100 * values, color="0.35")
     bar.set_yticks(
         range(lengths),
         [f"k = {k}\n({c} path{'s' if c != 1 else ''})" for k, c in enumerate(counts)],
-        fontsize=8,
+        fontsize=11,
     )
+    bar.tick_params(axis="x", labelsize=10)
     bar.invert_yaxis()
-    bar.set_xlabel("mean share of ‖J‖ (%)", fontsize=8)
+    bar.set_xlabel(xlabel, fontsize=11)
     for k in range(lengths):
-        bound = float(maps[k].abs().max()) or 1.0
-        for c in range(classes):
+        bound = float(tiles[k].abs().max()) or 1.0
+        for c in range(columns):
             ax = fig.add_subplot(grid[k, 3 + c])
-            shown = ax.imshow((maps[k, c] / bound).numpy(), cmap=SIGNED_CMAP, vmin=-1, vmax=1)
+            shown = ax.imshow((tiles[k, c] / bound).numpy(), cmap=SIGNED_CMAP, vmin=-1, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             if k == 0:
-                ax.set_title(str(c), fontsize=9)
-    fig.colorbar(
-        shown, ax=fig.axes[1:], shrink=0.6, pad=0.01, label="value / largest |value| of its row"
-    )
+                ax.set_title(str(c), fontsize=11)
+            if c == 0:
+                ax.set_ylabel(f"k = {k}", fontsize=11)
+    colour = fig.colorbar(shown, ax=fig.axes[1:], shrink=0.6, pad=0.01)
+    colour.set_label("value / largest |value| of its row", fontsize=10)
     return fig
 
 
@@ -234,5 +248,5 @@ def radius_figure(radii: Mapping[str, ArrayLike], *, references: Mapping[str, fl
     ax.set_xscale("log")
     ax.set_xlabel("distance to the nearest change of pattern (input units)")
     ax.set_ylabel("% of (input, direction) pairs")
-    ax.legend(fontsize=8, loc="upper center")
+    ax.legend(fontsize=9, loc="upper left")
     return fig
