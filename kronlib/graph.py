@@ -124,6 +124,9 @@ class TracedModel:
             live, not from the trace's copy.
         inputs: node → the nodes it reads (fx's ``all_input_nodes``, computed once).
         in_place: the nodes that write into their first argument.
+        bound: ``call_module`` node → its rule bound to the module and checked, filled on first
+            use (a trace stands for the model's state when it was made: kronlib.virtual
+            traces again when that state changes).
     """
 
     module: fx.GraphModule
@@ -133,6 +136,7 @@ class TracedModel:
     root: Callable[[], nn.Module | None] = lambda: None
     inputs: dict[fx.Node, tuple[fx.Node, ...]] = field(default_factory=dict)
     in_place: frozenset[fx.Node] = frozenset()
+    bound: dict[fx.Node, Rule] = field(default_factory=dict)
 
     @property
     def output(self) -> fx.Node | None:
@@ -463,11 +467,16 @@ def _step(
         # the common case, a layer called on one tensor: no argument rewriting
         (source,) = node.args
         source = alias.get(source, source)
-        module, rule_type = traced.layers[node]
-        if rule_type is not None and source in tensors:
-            rule = rule_type.from_module(module)
-            _check(traced, node, rule)
-            return _Bound(rule, [source])
+        if source in tensors:
+            rule = traced.bound.get(node)
+            if rule is None:
+                module, rule_type = traced.layers[node]
+                if rule_type is not None:
+                    rule = rule_type.from_module(module)
+                    _check(traced, node, rule)
+                    traced.bound[node] = rule
+            if rule is not None:
+                return _Bound(rule, [source])
     resolved = {a: alias.get(a, a) for a in node.all_input_nodes}
     wrapped = {a: Variable(values[r]) for a, r in resolved.items() if r in tensors}
     by_id = {id(v): resolved[a] for a, v in wrapped.items()}

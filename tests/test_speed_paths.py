@@ -1,0 +1,129 @@
+"""The engine's fast paths against torch.func.jacrev: trace cache, rules bound once per trace.
+
+Each fast path is checked on the defect classes found before: a module instance used twice,
+float32 constants in float64 arithmetic, in-place layers, layer variants (BatchNorm without
+affine parameters, subclasses overriding forward) and state changed between calls.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kronlib.testing import jacobian, relative_error
+from kronlib.virtual import UnsupportedLayerError, effective_kernels, virtual_matrix
+
+
+def assert_exact(model: nn.Module, x: torch.Tensor) -> None:
+    """Both methods agree with jacrev to 1e-10 relative (float64)."""
+    reference = jacobian(model, x)
+    for method in ("forward", "reverse"):
+        assert relative_error(virtual_matrix(model, x, method=method), reference) < 1e-10
+
+
+class _Scaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.scale = nn.Conv2d(1, 2, 3), 1.0
+
+    def forward(self, x):
+        return F.relu(self.conv(x) * self.scale - 0.5)
+
+
+def test_a_float_attribute_changed_many_times_is_followed():
+    # a float freed and another allocated at the same address must not pass for the old one
+    torch.manual_seed(0)
+    model = _Scaled().double()
+    x = torch.randn(1, 6, 6, dtype=torch.float64)
+    for step in range(12):
+        model.scale = 0.5 + step * 0.25
+        assert_exact(model, x)
+
+
+def test_weights_changed_in_place_and_replaced_are_followed():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3)).double()
+    x = torch.randn(1, 6, 6, dtype=torch.float64)
+    assert_exact(model, x)
+    with torch.no_grad():
+        model[0].weight.mul_(-2.0)
+        model[3].bias.add_(1.0)
+    assert_exact(model, x)
+    model[0].weight = nn.Parameter(torch.randn(2, 1, 3, 3, dtype=torch.float64))
+    assert_exact(model, x)
+    model[3] = nn.Linear(32, 5).double()
+    assert_exact(model, x)
+
+
+def test_submodules_replaced_after_a_call_are_followed():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2)).double()
+    x = torch.randn(1, 6, 6, dtype=torch.float64)
+    assert_exact(model, x)
+    model[1] = nn.LeakyReLU(0.3)
+    assert_exact(model, x)
+    model[2] = nn.AvgPool2d(2)
+    assert_exact(model, x)
+
+
+def test_dtype_conversion_after_a_call_is_followed():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.LeakyReLU(0.1), nn.Conv2d(2, 1, 3))
+    virtual_matrix(model, torch.randn(1, 7, 7))
+    model.double()
+    assert_exact(model, torch.randn(1, 7, 7, dtype=torch.float64))
+
+
+def test_hooks_added_after_a_call_are_refused_and_removal_is_seen():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    x = torch.randn(1, 6, 6)
+    virtual_matrix(model, x)
+    handle = model[1].register_forward_hook(lambda module, inp, out: out * 2)
+    with pytest.raises(UnsupportedLayerError, match="forward hooks"):
+        virtual_matrix(model, x)
+    handle.remove()
+    virtual_matrix(model, x)
+
+
+def test_batchnorm_switched_to_training_after_a_call_is_refused():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, affine=False)).double().eval()
+    x = torch.randn(1, 6, 6, dtype=torch.float64)
+    assert_exact(model, x)
+    model.train()
+    with pytest.raises(UnsupportedLayerError, match="batch statistics"):
+        virtual_matrix(model, x)
+    model.eval()
+    with torch.no_grad():
+        model[1].running_var.fill_(4.0)  # buffers changed in place: seen by the bound rule
+    assert_exact(model, x)
+
+
+def test_a_subclass_forward_set_after_a_call_is_traced():
+    class Shifted(nn.ReLU):
+        pass
+
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), Shifted()).double()
+    x = torch.randn(1, 6, 6, dtype=torch.float64)
+    assert_exact(model, x)
+    Shifted.forward = lambda self, inp: F.relu(inp - 0.25)  # now code of its own
+    try:
+        assert_exact(model, x)
+    finally:
+        del Shifted.forward
+
+
+def test_one_module_twice_in_place_and_effective_kernels_stay_exact():
+    torch.manual_seed(5)
+    relu = nn.ReLU(inplace=True)
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), relu, nn.Conv2d(3, 3, 3, padding=1), relu
+    ).double()
+    x = torch.randn(1, 6, 6, dtype=torch.float64)
+    for _ in range(2):  # the second call runs on the cached trace and bound rules
+        assert_exact(model, x)
+        kernels = effective_kernels(model, x, "2").kernels
+        full = jacobian(model[:3], x)  # (3, 6, 6, 1, 6, 6)
+        where = effective_kernels(model, x, "2").positions
+        picked = torch.stack([full[c, p[0], p[1]] for c, p in enumerate(where.tolist())])
+        assert relative_error(kernels, picked) < 1e-10
