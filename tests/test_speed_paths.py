@@ -5,6 +5,8 @@ float32 constants in float64 arithmetic, in-place layers, layer variants (BatchN
 affine parameters, subclasses overriding forward) and state changed between calls.
 """
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -127,3 +129,75 @@ def test_one_module_twice_in_place_and_effective_kernels_stay_exact():
         where = effective_kernels(model, x, "2").positions
         picked = torch.stack([full[c, p[0], p[1]] for c, p in enumerate(where.tolist())])
         assert relative_error(kernels, picked) < 1e-10
+
+
+# -- the convolution's transpose: every kernel branch is the same map -----------------------------
+CONV_CASES = [
+    # (in_channels, out_channels, kernel, stride, padding, dilation, groups, input side)
+    (1, 6, 5, 1, 0, 1, 1, 12),  # LeNet's first layer: one input channel
+    (1, 3, 3, 1, 1, 1, 1, 7),
+    (3, 8, 3, 1, 1, 1, 1, 9),  # RGB
+    (2, 4, 3, 1, 2, 1, 1, 6),  # padding = kernel - 1
+    (6, 16, 5, 1, 0, 1, 1, 14),
+    (3, 4, 4, 2, 1, 1, 1, 11),  # strided (odd size: output padding)
+    (4, 4, 3, 1, 1, 2, 2, 8),  # dilation and groups
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+@pytest.mark.parametrize("kind", ["depthwise", "columns", "flipped", "transposed"])
+def test_every_transpose_kernel_matches_vjp_in_float64(monkeypatch, case, kind):
+    from kronlib.rules import conv as conv_rule
+    from kronlib.rules.base import Policy
+
+    c_in, c_out, k, stride, padding, dilation, groups, side = case
+    natural = conv_rule.transpose_kernel
+    plain = stride == 1 and dilation == 1 and groups == 1 and padding <= k - 1
+    if kind != "transposed" and (not plain or (kind == "depthwise" and c_in != 1)):
+        pytest.skip("the branch does not apply to this layer")
+    monkeypatch.setattr(conv_rule, "transpose_kernel", lambda *args: kind)
+    torch.manual_seed(6)
+    layer = nn.Conv2d(c_in, c_out, k, stride, padding, dilation, groups).double()
+    x = torch.randn(1, c_in, side, side, dtype=torch.float64)
+    cot = torch.randn(3, *layer(x).shape[1:], dtype=torch.float64)
+    (mine,) = conv_rule.Conv.from_module(layer).linearise([x], Policy(exact=True)).pullback(cot)
+    _, vjp = torch.func.vjp(layer, x.expand(3, -1, -1, -1))
+    assert relative_error(mine, vjp(cot)[0]) < 1e-13
+    assert natural(layer.weight, (stride,) * 2, (dilation,) * 2, groups, (padding,) * 2) in (
+        "depthwise",
+        "columns",
+        "flipped",
+        "transposed",
+    )
+
+
+def test_float32_kernel_choice_and_result():
+    from kronlib.rules.conv import transpose_kernel
+
+    def kind(c_in, dtype=torch.float32, stride=1):
+        weight = torch.zeros(4, c_in, 3, 3, dtype=dtype)
+        return transpose_kernel(weight, (stride, stride), (1, 1), 1, (1, 1))
+
+    assert [kind(1), kind(3), kind(16)] == ["depthwise", "columns", "flipped"]
+    assert kind(1, torch.float64) == kind(3, stride=2) == "transposed"
+    # each float32 branch inside a network, against jacrev in float32 and in float64
+    torch.manual_seed(7)
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.LeakyReLU(0.1),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2),
+        nn.Flatten(),
+        nn.Linear(32, 5),
+    )
+    x = torch.randn(1, 10, 10)
+    J = virtual_matrix(model, x, method="reverse")
+    assert relative_error(J, jacobian(model, x)) < 1e-5
+    double = copy.deepcopy(model).double()
+    exact = jacobian(double, x.double())
+    assert relative_error(J.double(), exact) < 1e-5
+    assert_exact(double, x.double())
