@@ -46,7 +46,7 @@ _TRACES: weakref.WeakKeyDictionary[nn.Module, _Entry] = weakref.WeakKeyDictionar
 
 
 def _fingerprint(model: nn.Module, values: list[Any] | None = None) -> list[Any]:
-    """Names, types and ids of every module's state (strings, types and ints only).
+    """Names, types and ids of every module's state (tuples of strings, types and ints).
 
     With ``values``, also collect there the objects whose ids are in the key. Refuses forward
     hooks, which a trace would not run.
@@ -62,19 +62,32 @@ def _fingerprint(model: nn.Module, values: list[Any] | None = None) -> list[Any]
             continue
         seen.add(id(module))
         hooked = hooked or bool(module._forward_hooks or module._forward_pre_hooks)
-        kind = type(module)
-        key.append(kind)
-        holders: list = [module.__dict__, module._parameters, module._buffers, module._modules]
+        kind, own = type(module), module.__dict__
+        params, buffers, children = module._parameters, module._buffers, module._modules
+        key.append(
+            (
+                kind,
+                tuple(own),
+                tuple(map(id, own.values())),
+                tuple(params),
+                tuple(map(id, params.values())),
+                tuple(buffers),
+                tuple(map(id, buffers.values())),
+                tuple(children),
+                tuple(map(id, children.values())),
+            )
+        )
+        holders: list = [own, params, buffers, children] if values is not None else []
         if kind not in classes:  # the code of its classes (a forward patched onto a class)
             classes.add(kind)
-            holders += [vars(k) for k in kind.__mro__[: kind.__mro__.index(nn.Module)]]
-        for holder in holders:
-            key.append(len(holder))
-            key += holder
-            key += map(id, holder.values())
-            if values is not None:
+            for klass in kind.__mro__[: kind.__mro__.index(nn.Module)]:
+                namespace = vars(klass)
+                key.append((tuple(namespace), tuple(map(id, namespace.values()))))
+                holders.append(namespace)
+        if values is not None:
+            for holder in holders:
                 values += holder.values()
-        stack += [m for m in module._modules.values() if m is not None]
+        stack += [m for m in children.values() if m is not None]
     if hooked or torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
         check_hooks(model)  # raises, naming the module
     return key

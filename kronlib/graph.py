@@ -342,6 +342,20 @@ def linearise(
             if op == "get_attr":
                 values[node] = _constant(_attribute(root or gm, node.target), point)
                 continue
+            rule = traced.bound.get(node)
+            if rule is not None and node not in traced.in_place:
+                # the common case, a layer bound once per trace, called on one tensor
+                (source,) = node.args
+                source = alias.get(source, source)
+                if source in tensors:
+                    lin = _linearised(traced, node, rule, [values[source]], policy, point)
+                    values[node] = lin.value
+                    tensors.add(node)
+                    steps[node] = Step(rule, lin, [source])
+                    if node is until:
+                        output = traced.output
+                        break
+                    continue
             inputs = traced.inputs[node]
             if alias:
                 inputs = [alias.get(a, a) for a in inputs]
@@ -352,17 +366,9 @@ def linearise(
             # an input-dependent tensor operation: its rule
             mutated = _mutated(traced, node, tensors, alias)
             step = _step(traced, node, values, tensors, alias)
-            try:
-                lin = step.rule.linearise([values[i] for i in step.inputs], policy)
-            except UnsupportedLayerError as error:
-                raise UnsupportedLayerError(
-                    f"{traced.label(node)} is not supported: {error}"
-                ) from None
-            except (RuntimeError, ValueError) as error:
-                shape = tuple(point.shape)
-                raise ValueError(
-                    f"an input of shape {shape} does not fit {traced.label(node)}: {error}"
-                ) from None
+            lin = _linearised(
+                traced, node, step.rule, [values[i] for i in step.inputs], policy, point
+            )
             if policy.exact and node.op != "call_module":
                 # the value as the model's own operation computes it (the same rounding, so
                 # that later masks and pool picks fall exactly as in the model)
@@ -385,6 +391,26 @@ def linearise(
                 output = traced.output
                 break
     return Linearisation(traced, values, steps, placeholder, output)
+
+
+def _linearised(
+    traced: TracedModel,
+    node: fx.Node,
+    rule: Rule,
+    inputs: list[torch.Tensor],
+    policy: Policy,
+    point: torch.Tensor,
+) -> Linearised:
+    """``rule.linearise(inputs, policy)``, its errors naming the operation."""
+    try:
+        return rule.linearise(inputs, policy)
+    except UnsupportedLayerError as error:
+        raise UnsupportedLayerError(f"{traced.label(node)} is not supported: {error}") from None
+    except (RuntimeError, ValueError) as error:
+        shape = tuple(point.shape)
+        raise ValueError(
+            f"an input of shape {shape} does not fit {traced.label(node)}: {error}"
+        ) from None
 
 
 # in-place functions (their first argument is written into) and where ``inplace`` sits

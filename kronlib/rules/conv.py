@@ -157,14 +157,14 @@ class Conv(Rule):
             # one input channel: every row's C_out maps are convolved with their own flipped
             # kernel (a depthwise convolution, vectorised over rows·channels) and summed
             c_out = weight.shape[0]
-            flipped = weight.flip(2, 3)  # (C_out, 1, kh, kw)
+            flipped = weight.flip(2, 3)[None]  # (1, C_out, 1, kh, kw)
             pad = tuple(k - 1 - p for p, k in zip(padding, kernel, strict=True))
 
             def depthwise(cot: torch.Tensor) -> list[torch.Tensor]:
                 n = cot.shape[0]
                 planes = F.conv2d(
                     cot.reshape(1, n * c_out, *cot.shape[2:]),
-                    flipped.repeat(n, 1, 1, 1),
+                    flipped.expand(n, -1, -1, -1, -1).reshape(n * c_out, 1, *kernel),
                     None,
                     1,
                     pad,
