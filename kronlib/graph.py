@@ -569,10 +569,6 @@ def _run(gm: fx.GraphModule, node: fx.Node, args, kwargs) -> Any:
     return getattr(obj, node.target)(*rest, **kwargs)
 
 
-def _accumulate(store: dict, node: fx.Node, cot: torch.Tensor) -> None:
-    store[node] = cot if node not in store else store[node] + cot
-
-
 def pull_back(
     lin: Linearisation,
     seeds: dict[fx.Node, torch.Tensor],
@@ -594,17 +590,35 @@ def pull_back(
         ``(n', *in_shape)``: the rows on the input (zero where nothing reaches it).
     """
     pending = dict(seeds)
+    # nodes whose pending rows are a tensor only this pass holds (not a seed, not shared with
+    # another node, not a view): a step may overwrite those instead of allocating anew
+    owned: set[fx.Node] = set()
+    hooks = at is not None or edge is not None
     batch = next(iter(seeds.values())).shape[0]
     for node in reversed(lin.traced.nodes):
         if node not in pending or node is lin.input:
             continue
         cot = pending.pop(node)
+        mine = node in owned and not hooks
+        owned.discard(node)
         if at is not None:
             cot = at(node, cot)
-        step = lin.steps[node]
-        backs = step.linearised.pullback(cot)
-        for i, (source, back) in enumerate(zip(step.inputs, backs, strict=True)):
-            _accumulate(pending, source, back if edge is None else edge(node, i, back))
+        linearised = lin.steps[node].linearised
+        if mine and linearised.pullback_into is not None:
+            backs, fresh = linearised.pullback_into(cot), True
+        else:
+            backs, fresh = linearised.pullback(cot), linearised.fresh
+        fresh = fresh and not hooks and len(backs) == 1
+        for i, (source, back) in enumerate(zip(lin.steps[node].inputs, backs, strict=True)):
+            if edge is not None:
+                back = edge(node, i, back)
+            if source in pending:
+                pending[source] = pending[source] + back
+                owned.add(source)
+            else:
+                pending[source] = back
+                if fresh:
+                    owned.add(source)
         batch = cot.shape[0]
     if lin.input in pending:
         return pending[lin.input]

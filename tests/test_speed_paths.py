@@ -201,3 +201,43 @@ def test_float32_kernel_choice_and_result():
     exact = jacobian(double, x.double())
     assert relative_error(J.double(), exact) < 1e-5
     assert_exact(double, x.double())
+
+
+# -- rows overwritten in place only where nothing else holds them ----------------------------------
+class _Fork(nn.Module):
+    """One tensor read by a sum and by gates on both sides of it, and BatchNorm after a sum."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+        self.bn = nn.BatchNorm2d(2)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        h = self.conv(x)
+        a = self.relu(h) + h  # h's rows come back twice: through the gate and directly
+        b = self.bn(a + self.relu(a))  # a sum's rows go back through a gate and directly
+        return F.relu(b) + F.leaky_relu(b, 0.2)
+
+
+def test_in_place_rows_where_tensors_are_shared():
+    torch.manual_seed(8)
+    model = _Fork().double().eval()
+    model.bn.running_var.fill_(2.0)
+    assert_exact(model, torch.randn(2, 5, 5, dtype=torch.float64))
+
+
+def test_pull_back_leaves_its_seeds_alone():
+    from kronlib import graph
+    from kronlib.rules import Policy
+
+    torch.manual_seed(9)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.BatchNorm2d(2).eval()).double()
+    x = torch.randn(1, 6, 6, dtype=torch.float64)
+    traced = graph.trace(model)
+    lin = graph.linearise(traced, x, Policy(exact=True))
+    for name in ("2", "1"):
+        seed = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+        before = seed.clone()
+        graph.pull_back(lin, {traced.names[name]: seed})
+        assert torch.equal(seed, before)

@@ -128,7 +128,8 @@ class Conv(Rule):
         def forward(tangents):
             return self._apply(tangents[0], weight, None)
 
-        return Linearised(value, forward, self._pullback(weight, x.shape[1:], value.shape[1:]))
+        pullback = self._pullback(weight, x.shape[1:], value.shape[1:])
+        return Linearised(value, forward, pullback, fresh=True)
 
     def _pullback(self, weight, in_shape, out_shape):
         """Rows ``(n, C_out, h, w)`` → ``[(n, C_in, H, W)]``: the transposed convolution.
