@@ -651,9 +651,26 @@ def effective_kernels(
         positions = torch.stack(torch.unravel_index(where.cpu(), activation.shape[1:]), dim=1)
         flat = chosen.to(device) * spatial.shape[1] + where.to(device)
     seed = _one_hot(flat.cpu(), activation.shape, activation[None])
-    kernels = pull_back(lin, {node: seed}).reshape(n_chosen, *point.anchor.shape).detach()
+    rows = [pull_back(lin, {node: part}) for part in seed.split(_row_chunk(lin))]
+    kernels = torch.cat(rows).reshape(n_chosen, *point.anchor.shape).detach()
     activations = activation.detach().clone() if point.exact else None
     return EffectiveKernels(layer, positions, activations, kernels)
+
+
+# rows sent back together: enough to keep each operation busy, few enough that the rows'
+# intermediate tensors stay small (the allocator then reuses their memory from one group to the
+# next instead of returning it to the system and faulting fresh pages in)
+_CHUNK_BYTES = 1 << 18
+_MIN_CHUNK = 16
+
+
+def _row_chunk(lin: Linearisation) -> int:
+    """How many rows :func:`effective_kernels` pulls back at once (each row is independent)."""
+    widest = max(
+        (v.numel() * v.element_size() for n, v in lin.values.items() if n in lin.steps),
+        default=1,
+    )
+    return max(_MIN_CHUNK, _CHUNK_BYTES // max(widest, 1))
 
 
 def _flat_index(position: Sequence[int], shape: Sequence[int]) -> int:

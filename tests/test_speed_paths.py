@@ -241,3 +241,16 @@ def test_pull_back_leaves_its_seeds_alone():
         before = seed.clone()
         graph.pull_back(lin, {traced.names[name]: seed})
         assert torch.equal(seed, before)
+
+
+def test_effective_kernels_sent_back_in_groups_of_rows():
+    torch.manual_seed(10)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 50), nn.ReLU()
+    ).double()
+    x = torch.randn(1, 8, 8, dtype=torch.float64)
+    full = jacobian(model[:5], x)  # (50, 1, 8, 8)
+    order = list(range(49, -1, -1))
+    kernels = effective_kernels(model, x, "4", channels=order).kernels
+    assert kernels.shape == (50, 1, 8, 8)
+    assert relative_error(kernels, full[order]) < 1e-12
