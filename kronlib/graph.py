@@ -124,6 +124,9 @@ class TracedModel:
             live, not from the trace's copy.
         inputs: node → the nodes it reads (fx's ``all_input_nodes``, computed once).
         in_place: the nodes that write into their first argument.
+        bound: ``call_module`` node → its rule bound to the module and checked, filled on first
+            use (a trace stands for the model's state when it was made: kronlib.virtual
+            traces again when that state changes).
     """
 
     module: fx.GraphModule
@@ -133,6 +136,7 @@ class TracedModel:
     root: Callable[[], nn.Module | None] = lambda: None
     inputs: dict[fx.Node, tuple[fx.Node, ...]] = field(default_factory=dict)
     in_place: frozenset[fx.Node] = frozenset()
+    bound: dict[fx.Node, Rule] = field(default_factory=dict)
 
     @property
     def output(self) -> fx.Node | None:
@@ -338,6 +342,20 @@ def linearise(
             if op == "get_attr":
                 values[node] = _constant(_attribute(root or gm, node.target), point)
                 continue
+            rule = traced.bound.get(node)
+            if rule is not None and node not in traced.in_place:
+                # the common case, a layer bound once per trace, called on one tensor
+                (source,) = node.args
+                source = alias.get(source, source)
+                if source in tensors:
+                    lin = _linearised(traced, node, rule, [values[source]], policy, point)
+                    values[node] = lin.value
+                    tensors.add(node)
+                    steps[node] = Step(rule, lin, [source])
+                    if node is until:
+                        output = traced.output
+                        break
+                    continue
             inputs = traced.inputs[node]
             if alias:
                 inputs = [alias.get(a, a) for a in inputs]
@@ -348,17 +366,9 @@ def linearise(
             # an input-dependent tensor operation: its rule
             mutated = _mutated(traced, node, tensors, alias)
             step = _step(traced, node, values, tensors, alias)
-            try:
-                lin = step.rule.linearise([values[i] for i in step.inputs], policy)
-            except UnsupportedLayerError as error:
-                raise UnsupportedLayerError(
-                    f"{traced.label(node)} is not supported: {error}"
-                ) from None
-            except (RuntimeError, ValueError) as error:
-                shape = tuple(point.shape)
-                raise ValueError(
-                    f"an input of shape {shape} does not fit {traced.label(node)}: {error}"
-                ) from None
+            lin = _linearised(
+                traced, node, step.rule, [values[i] for i in step.inputs], policy, point
+            )
             if policy.exact and node.op != "call_module":
                 # the value as the model's own operation computes it (the same rounding, so
                 # that later masks and pool picks fall exactly as in the model)
@@ -381,6 +391,26 @@ def linearise(
                 output = traced.output
                 break
     return Linearisation(traced, values, steps, placeholder, output)
+
+
+def _linearised(
+    traced: TracedModel,
+    node: fx.Node,
+    rule: Rule,
+    inputs: list[torch.Tensor],
+    policy: Policy,
+    point: torch.Tensor,
+) -> Linearised:
+    """``rule.linearise(inputs, policy)``, its errors naming the operation."""
+    try:
+        return rule.linearise(inputs, policy)
+    except UnsupportedLayerError as error:
+        raise UnsupportedLayerError(f"{traced.label(node)} is not supported: {error}") from None
+    except (RuntimeError, ValueError) as error:
+        shape = tuple(point.shape)
+        raise ValueError(
+            f"an input of shape {shape} does not fit {traced.label(node)}: {error}"
+        ) from None
 
 
 # in-place functions (their first argument is written into) and where ``inplace`` sits
@@ -463,11 +493,16 @@ def _step(
         # the common case, a layer called on one tensor: no argument rewriting
         (source,) = node.args
         source = alias.get(source, source)
-        module, rule_type = traced.layers[node]
-        if rule_type is not None and source in tensors:
-            rule = rule_type.from_module(module)
-            _check(traced, node, rule)
-            return _Bound(rule, [source])
+        if source in tensors:
+            rule = traced.bound.get(node)
+            if rule is None:
+                module, rule_type = traced.layers[node]
+                if rule_type is not None:
+                    rule = rule_type.from_module(module)
+                    _check(traced, node, rule)
+                    traced.bound[node] = rule
+            if rule is not None:
+                return _Bound(rule, [source])
     resolved = {a: alias.get(a, a) for a in node.all_input_nodes}
     wrapped = {a: Variable(values[r]) for a, r in resolved.items() if r in tensors}
     by_id = {id(v): resolved[a] for a, v in wrapped.items()}
@@ -534,10 +569,6 @@ def _run(gm: fx.GraphModule, node: fx.Node, args, kwargs) -> Any:
     return getattr(obj, node.target)(*rest, **kwargs)
 
 
-def _accumulate(store: dict, node: fx.Node, cot: torch.Tensor) -> None:
-    store[node] = cot if node not in store else store[node] + cot
-
-
 def pull_back(
     lin: Linearisation,
     seeds: dict[fx.Node, torch.Tensor],
@@ -559,17 +590,35 @@ def pull_back(
         ``(n', *in_shape)``: the rows on the input (zero where nothing reaches it).
     """
     pending = dict(seeds)
+    # nodes whose pending rows are a tensor only this pass holds (not a seed, not shared with
+    # another node, not a view): a step may overwrite those instead of allocating anew
+    owned: set[fx.Node] = set()
+    hooks = at is not None or edge is not None
     batch = next(iter(seeds.values())).shape[0]
     for node in reversed(lin.traced.nodes):
         if node not in pending or node is lin.input:
             continue
         cot = pending.pop(node)
+        mine = node in owned and not hooks
+        owned.discard(node)
         if at is not None:
             cot = at(node, cot)
-        step = lin.steps[node]
-        backs = step.linearised.pullback(cot)
-        for i, (source, back) in enumerate(zip(step.inputs, backs, strict=True)):
-            _accumulate(pending, source, back if edge is None else edge(node, i, back))
+        linearised = lin.steps[node].linearised
+        if mine and linearised.pullback_into is not None:
+            backs, fresh = linearised.pullback_into(cot), True
+        else:
+            backs, fresh = linearised.pullback(cot), linearised.fresh
+        fresh = fresh and not hooks and len(backs) == 1
+        for i, (source, back) in enumerate(zip(lin.steps[node].inputs, backs, strict=True)):
+            if edge is not None:
+                back = edge(node, i, back)
+            if source in pending:
+                pending[source] = pending[source] + back
+                owned.add(source)
+            else:
+                pending[source] = back
+                if fresh:
+                    owned.add(source)
         batch = cot.shape[0]
     if lin.input in pending:
         return pending[lin.input]

@@ -26,7 +26,6 @@ branches a path takes.
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, overload
@@ -35,16 +34,15 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from kronlib._cache import traced
 from kronlib._validate import ArrayLike, as_float_tensor, as_index, as_int, as_shape
 from kronlib.graph import (
     Linearisation,
     TracedModel,
     affine_offset,
-    check_hooks,
     linearise,
     pull_back,
     push_forward,
-    trace,
 )
 from kronlib.rules import Policy, UnsupportedLayerError, rule_for_module, why_unsupported
 from kronlib.rules.combine import Add
@@ -135,53 +133,15 @@ def _expand(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
     return out
 
 
-# -- tracing once per model, linearising once per call --------------------------------------------
-_TRACES: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, TracedModel]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-_PLAIN = frozenset({bool, int, float, str, type(None)})
-_TENSOR_HOLDERS = ("_parameters", "_buffers", "_modules")
-
-
-def _state(module: nn.Module) -> tuple:
-    """What a trace may have baked in about one module.
-
-    Its type, a forward set on the instance, its plain attributes (``training``, a ``scale``,
-    a padding) and which tensors it holds.
-    """
-    items: list = [type(module)]
-    for key, value in module.__dict__.items():
-        kind = type(value)
-        if kind in _PLAIN:
-            items.append((key, value))
-        elif key in _TENSOR_HOLDERS:
-            items.extend((name, id(t)) for name, t in value.items())
-        elif kind is tuple and all(type(v) in _PLAIN for v in value):
-            items.append((key, value))
-        elif isinstance(value, torch.Tensor) or callable(value):
-            items.append((key, id(value)))
-    return tuple(items)
-
-
+# -- tracing once per model (kronlib._cache), linearising once per call ------------------------
 def _traced(model: nn.Module) -> TracedModel:
-    """The model's trace, reused while nothing it depends on has changed.
+    """The model's trace, reused while nothing it depends on has changed (:mod:`kronlib._cache`).
 
     A trace bakes in the Python-level state of the model (``if self.training``, a float
     attribute, which tensors are attributes), so the cache key holds all of it for every
     module; hooks (which a trace would not run) are checked on every call.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    check_hooks(model)
-    key = tuple((name, id(m), _state(m)) for name, m in model.named_modules(remove_duplicate=False))
-    cached = _TRACES.get(model)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    traced = trace(model)
-    _TRACES[model] = (key, traced)
-    return traced
+    return traced(model)
 
 
 @dataclass(frozen=True)
@@ -695,9 +655,26 @@ def effective_kernels(
         positions = torch.stack(torch.unravel_index(where.cpu(), activation.shape[1:]), dim=1)
         flat = chosen.to(device) * spatial.shape[1] + where.to(device)
     seed = _one_hot(flat.cpu(), activation.shape, activation[None])
-    kernels = pull_back(lin, {node: seed}).reshape(n_chosen, *point.anchor.shape).detach()
+    rows = [pull_back(lin, {node: part}) for part in seed.split(_row_chunk(lin))]
+    kernels = torch.cat(rows).reshape(n_chosen, *point.anchor.shape).detach()
     activations = activation.detach().clone() if point.exact else None
     return EffectiveKernels(layer, positions, activations, kernels)
+
+
+# rows sent back together: enough to keep each operation busy, few enough that the rows'
+# intermediate tensors stay small (the allocator then reuses their memory from one group to the
+# next instead of returning it to the system and faulting fresh pages in)
+_CHUNK_BYTES = 1 << 18
+_MIN_CHUNK = 16
+
+
+def _row_chunk(lin: Linearisation) -> int:
+    """How many rows :func:`effective_kernels` pulls back at once (each row is independent)."""
+    widest = max(
+        (v.numel() * v.element_size() for n, v in lin.values.items() if n in lin.steps),
+        default=1,
+    )
+    return max(_MIN_CHUNK, _CHUNK_BYTES // max(widest, 1))
 
 
 def _flat_index(position: Sequence[int], shape: Sequence[int]) -> int:

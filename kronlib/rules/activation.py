@@ -47,7 +47,13 @@ class Gate(Rule):
         gate = self.gate(x)
         # the value as the model computes it, so that later masks fall as they do there
         value = F.relu(x) if self.slope == 0.0 else F.leaky_relu(x, self.slope)
-        return Linearised(value, lambda tangents: tangents[0] * gate, lambda cot: [cot * gate])
+        return Linearised(
+            value,
+            lambda tangents: tangents[0] * gate,
+            lambda cot: [cot * gate],
+            fresh=True,
+            pullback_into=lambda cot: [cot.mul_(gate)],
+        )
 
 
 @dataclass(frozen=True, eq=False)

@@ -81,12 +81,19 @@ class Linearised:
             at the point). ``False`` for an approximation (a max-pool read as an average) whose
             value is still the true one, so that later masks fall as in the model; its own
             affine map is ``forward`` with no constant.
+        fresh: whether ``pullback`` returns new tensors (sharing no memory with its cotangent
+            or anything else), which the engine may then overwrite.
+        pullback_into: optionally, the pullback allowed to overwrite its cotangent (the engine
+            calls it only with a tensor nothing else holds, saving an allocation); its result
+            is as fresh as its cotangent.
     """
 
     value: torch.Tensor
     forward: Callable[[Sequence[torch.Tensor | None]], torch.Tensor]
     pullback: Callable[[torch.Tensor], list[torch.Tensor]]
     exact: bool = True
+    fresh: bool = False
+    pullback_into: Callable[[torch.Tensor], list[torch.Tensor]] | None = None
 
 
 @dataclass(frozen=True)

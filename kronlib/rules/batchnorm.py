@@ -85,4 +85,10 @@ class BatchNorm(Rule):
             x, mean, var, parameter(self.weight, x), parameter(self.bias, x), False, 0.0, self.eps
         )
         scale = scale.reshape(-1, *(1,) * (x.ndim - 2))
-        return Linearised(value, lambda tangents: tangents[0] * scale, lambda cot: [cot * scale])
+        return Linearised(
+            value,
+            lambda tangents: tangents[0] * scale,
+            lambda cot: [cot * scale],
+            fresh=True,
+            pullback_into=lambda cot: [cot.mul_(scale)],
+        )

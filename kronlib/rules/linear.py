@@ -40,6 +40,7 @@ class Linear(Rule):
             F.linear(x, weight, bias),
             lambda tangents: tangents[0] @ weight.T,
             lambda cot: [cot @ weight],
+            fresh=True,
         )
 
     def receptive_field(self, field: Field, input_size: int) -> Field:

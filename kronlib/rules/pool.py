@@ -191,7 +191,7 @@ class MaxPool(Rule):
             )
             return [grad]
 
-        return Linearised(value, forward, pullback)
+        return Linearised(value, forward, pullback, fresh=True)
 
     def receptive_field(self, field: Field, input_size: int) -> Field:
         """A window of ``kernel_size`` taps."""
