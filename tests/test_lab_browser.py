@@ -102,7 +102,7 @@ def page(lab):
 
 
 def _run_all(page, lab) -> None:
-    page.goto(f"{lab['url']}/lab/tree/{CHAPTER}")
+    page.goto(f"{lab['url']}/lab/tree/{CHAPTER}?reset")
     page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     # the kernel is ready when the status bar says Idle
