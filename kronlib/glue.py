@@ -4,13 +4,15 @@ A chapter computes a value in a code cell and names it::
 
     glue("best_error", rank_one_error[best_shape], display=False)
 
-and its prose quotes it with an inline expression, ``{eval}`glued("best_error", ".3f")` ``.
+and its prose quotes it with an inline expression: an ``{eval}`` role around
+``glued("best_error", ".3f")``.
 That one piece of Markdown is read in two places:
 
 * in JupyterLab, ``jupyterlab-myst`` evaluates the expression in the kernel when the Markdown cell
   runs and shows the text :func:`glued` returns;
 * in the built book, the book's Sphinx extension (``book/_ext/kronbook_html.py``) turns each
-  ``{eval}`glued("key", "spec")` `` into myst-nb's ``{glue:text}`key:spec` ``, which pastes
+  ``{eval}`` role around ``glued("key", "spec")`` into myst-nb's ``{glue:text}`` role around
+  ``key:spec``, which pastes
   the value that :func:`glue` recorded in the executed notebook (cached, no kernel needed).
 
 :func:`glued` formats exactly as ``{glue:text}`` does (the value's ``text/plain`` form, then the
@@ -46,7 +48,7 @@ def plain_text(value: Any) -> str:
 
 
 def format_text(text: str, spec: str = "") -> str:
-    """Format a ``text/plain`` string the way myst-nb's ``{glue:text}`key:spec` `` does.
+    """Format a ``text/plain`` string the way myst-nb's ``{glue:text}`` role does.
 
     Args:
         text: a value's ``text/plain`` form (quotes of a string included).
@@ -88,7 +90,7 @@ def glue(name: str, value: Any, display: bool = True) -> None:
     """Record ``value`` under ``name`` for the prose, and glue it for the book (myst-nb).
 
     Args:
-        name: the key the prose quotes, ``{eval}`glued("name")` ``.
+        name: the key the prose quotes, as ``glued("name")`` in an ``{eval}`` role.
         value: any Python object; its ``text/plain`` form is what the prose shows.
         display: also show the value as this cell's output (as ``myst_nb.glue`` does).
     """
@@ -159,13 +161,13 @@ def _is_figure(value: Any) -> bool:
 
 
 def eval_to_glue_text(markdown: str) -> str:
-    """Each ``{eval}`glued("key", "spec")` `` of a Markdown string as ``{glue:text}`key:spec` ``.
+    """A Markdown string's ``{eval}`` roles around ``glued("key", "spec")`` as ``{glue:text}``.
 
     What the book build does to the prose, so that myst-nb pastes values from the executed
-    notebook. A ``{figure}`` directive without an argument whose body starts with the paragraph
-    ``{eval}`glued("key")` `` becomes ``{glue:figure} key`` (same options, same caption). Other
-    ``{eval}`` expressions are left as they are (myst-nb then warns that the
-    page has no running kernel, and the build, warnings being errors, stops).
+    notebook. A ``{figure}`` directive without an argument whose body starts with a paragraph
+    holding only an ``{eval}`` role around ``glued("key")`` becomes ``{glue:figure} key`` (same
+    options, same caption). Other ``{eval}`` expressions are left as they are (myst-nb then warns
+    that the page has no running kernel, and the build, warnings being errors, stops).
 
     Raises:
         ValueError: if a ``glued(...)`` call has other than one or two literal string arguments.
