@@ -31,7 +31,7 @@ export PYTHONHASHSEED := 0
 help:
 	@echo "make book       build the book into _build/html (creates the environment if missing)"
 	@echo "make test       lint + unit/property tests + nbval over every notebook"
-	@echo "make lab        open the notebooks live in JupyterLab (widgets work there)"
+	@echo "make lab        the notebooks live in JupyterLab (prints the URL to open)"
 	@echo "make lock       regenerate requirements.lock from requirements.txt"
 	@echo "make clean      remove _build"
 	@echo "make clean-env  remove .venv and the shared environments no clone uses"
@@ -61,8 +61,11 @@ lint: develop
 test: lint
 	$(BIN)/python -m pytest tests book --nbval-lax --nbval-current-env -p no:cacheprovider
 
+# JupyterLab on book/ (kronlib.lab): MyST prose with its numbers, live widgets drawn on demand;
+# notebooks are saved without outputs (kept aside, for reopening), so git sees only edits.
+# Prints the URL to open.
 lab: develop
-	$(BIN)/jupyter lab book
+	$(BIN)/python -m kronlib.lab --root book
 
 # Resolves requirements.txt afresh (needs the package index; nothing is installed) and rewrites
 # requirements.lock; commit both. The next `make` builds the new lock's base beside the old one.

@@ -27,6 +27,8 @@ Modules:
     kronlib.zoo       the book's trained networks by name
     kronlib.viz       the book's figures (one diverging colormap for signed maps)
     kronlib.widgets   slider figures: live in Jupyter, precomputed frames in HTML
+    kronlib.glue      numbers computed in code, quoted in the prose (book and JupyterLab alike)
+    kronlib.lab       make lab: JupyterLab saving notebooks without outputs, outputs kept aside
     kronlib.color     colour statistics of images and factors
     kronlib.testing   numerical assertions and the jacrev referee
     kronlib.timing    medians of repeated timings (benchmarks)

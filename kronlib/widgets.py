@@ -3,13 +3,17 @@
 A :class:`SliderFigure` wraps a function ``draw(**params) -> Figure`` and the values each parameter
 may take. Displayed in a notebook it offers
 
-* a live ipywidgets UI (sliders, and a play button for animations) when a kernel is attached, and
-* a self-contained HTML/JavaScript version with every frame precomputed as a PNG, so a reader of
-  the rendered book can move the same sliders without a kernel.
+* a live ipywidgets UI (sliders, and a play button for animations) when a kernel is attached: a
+  frame is drawn when a slider first reaches it, never before, and the picture keeps one size
+  across the control's frames (it only grows, the first time a larger frame shows); the display
+  also carries the first picture as a plain image, the fallback of any front end without the
+  widget's model (a notebook reopened after its kernel stopped, a static viewer);
+* a self-contained HTML/JavaScript version with every frame precomputed (and padded to one size),
+  so a reader of the rendered book can move the same sliders without a kernel.
 
 Which of the two a display carries is set by the environment variable ``KRONLIB_WIDGETS``:
-``both`` (default: Jupyter shows the live widget, other front ends the static one), ``static``
-(used by the book build, which has no kernel to talk to) or ``live``.
+``live`` (default: the widget and its fallback picture, nothing precomputed), ``static`` (what the
+book build uses: it has no kernel to talk to) or ``both``.
 """
 
 from __future__ import annotations
@@ -28,12 +32,12 @@ from matplotlib.figure import Figure
 
 __all__ = ["SliderFigure", "widget_mode"]
 
-_MODES = ("both", "static", "live")
+_MODES = ("live", "static", "both")
 
 
 def widget_mode() -> str:
-    """The display mode chosen by ``KRONLIB_WIDGETS``: ``"both"``, ``"static"`` or ``"live"``."""
-    mode = os.environ.get("KRONLIB_WIDGETS", "both").strip().lower() or "both"
+    """The display mode set by ``KRONLIB_WIDGETS``: ``live`` (default), ``static`` or ``both``."""
+    mode = os.environ.get("KRONLIB_WIDGETS", "live").strip().lower() or "live"
     if mode not in _MODES:
         raise ValueError(f"KRONLIB_WIDGETS must be one of {list(_MODES)}, got {mode!r}")
     return mode
@@ -51,6 +55,44 @@ def figure_bytes(fig: Figure, dpi: int, image_format: str = "png") -> bytes:
         fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
     else:
         fig.savefig(buffer, format="jpeg", dpi=dpi, pil_kwargs={"quality": 85})
+    return buffer.getvalue()
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """``(width, height)`` in pixels of PNG or JPEG bytes (read from the header only)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return image.size
+
+
+def pad_image(data: bytes, size: tuple[int, int], image_format: str = "png") -> bytes:
+    """The picture on a white canvas of ``size`` (centred across, at the top); as is if it fits.
+
+    Args:
+        data: PNG or JPEG bytes no larger than ``size``.
+        size: ``(width, height)`` of the canvas in pixels.
+        image_format: ``"png"`` or ``"jpeg"``, the format of ``data`` and of the result.
+    """
+    from PIL import Image
+
+    if image_format not in _FORMATS:
+        raise ValueError(f"image_format must be one of {list(_FORMATS)}, got {image_format!r}")
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+        if (width, height) == tuple(size):
+            return data
+        if width > size[0] or height > size[1]:
+            raise ValueError(f"a {width}×{height} picture does not fit a canvas of {size}")
+        canvas = Image.new("RGB", tuple(size), "white")
+        picture = image.convert("RGBA") if image.mode in ("RGBA", "LA", "P") else image
+        mask = picture if picture.mode == "RGBA" else None
+        canvas.paste(picture.convert("RGB"), ((size[0] - width) // 2, 0), mask)
+    buffer = io.BytesIO()
+    if image_format == "png":
+        canvas.save(buffer, format="png")
+    else:
+        canvas.save(buffer, format="jpeg", quality=85)
     return buffer.getvalue()
 
 
@@ -151,9 +193,13 @@ class SliderFigure:
     # -- static HTML ---------------------------------------------------------------------------
     def static_html(self) -> str:
         """A self-contained ``<div>`` with sliders and every frame; works without a kernel."""
+        frames = self.frames()
+        sizes = [image_size(data) for data in frames]
+        canvas = (max(w for w, _ in sizes), max(h for _, h in sizes))
         uris = [
-            f"data:{_FORMATS[self._format]};base64," + base64.b64encode(data).decode("ascii")
-            for data in self.frames()
+            f"data:{_FORMATS[self._format]};base64,"
+            + base64.b64encode(pad_image(data, canvas, self._format)).decode("ascii")
+            for data in frames
         ]
         uid = "kronlib-" + hashlib.sha1("".join(uris).encode()).hexdigest()[:12]
         start = 0
@@ -189,7 +235,19 @@ class SliderFigure:
         """The live ipywidgets UI: one slider per control (and a play button if asked)."""
         import ipywidgets as w
 
-        image = w.Image(value=self.frame(self._start_index), format=self._format)
+        first = self.frame(self._start_index)
+        box = list(image_size(first))
+        image = w.Image(
+            value=first,
+            format=self._format,
+            layout=w.Layout(
+                width=f"{box[0]}px",
+                height=f"{box[1]}px",
+                max_width="100%",
+                object_fit="scale-down",
+                object_position="center top",
+            ),
+        )
         sliders = [
             w.SelectionSlider(
                 options=[(str(v), i) for i, v in enumerate(values)],
@@ -203,7 +261,12 @@ class SliderFigure:
         ]
 
         def refresh(_change: Any = None) -> None:
-            image.value = self.frame([slider.value for slider in sliders])
+            data = self.frame([slider.value for slider in sliders])
+            width, height = image_size(data)
+            if width > box[0] or height > box[1]:  # the picture's area only grows, never jumps back
+                box[0], box[1] = max(box[0], width), max(box[1], height)
+                image.layout.width, image.layout.height = f"{box[0]}px", f"{box[1]}px"
+            image.value = data
 
         for slider in sliders:
             slider.observe(refresh, names="value")
@@ -222,11 +285,15 @@ class SliderFigure:
     # -- display protocol ----------------------------------------------------------------------
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         mode = widget_mode()
-        bundle: dict[str, Any] = {"text/plain": repr(self)}
+        bundle: dict[str, Any] = {}
         if mode in ("both", "live"):
             bundle.update(self.widget()._repr_mimebundle_(include=include, exclude=exclude))
+            # the first picture, for a front end without the widget's model (see kronlib.lab)
+            first = self.frame(self._start_index)
+            bundle[_FORMATS[self._format]] = base64.b64encode(first).decode("ascii")
         if mode in ("both", "static"):
             bundle["text/html"] = self.static_html()
+        bundle["text/plain"] = repr(self)
         return bundle
 
     def __repr__(self) -> str:

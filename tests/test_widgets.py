@@ -1,12 +1,13 @@
 """kronlib.widgets: slider figures with a live and a static face."""
 
+import base64
 import re
 
 import ipywidgets
 import pytest
 from matplotlib.figure import Figure
 
-from kronlib.widgets import SliderFigure, figure_bytes, widget_mode
+from kronlib.widgets import SliderFigure, figure_bytes, image_size, pad_image, widget_mode
 
 
 def _draw(a, b="x"):
@@ -59,14 +60,68 @@ def test_live_widget_has_sliders_and_updates_the_image():
     ("mode", "keys"),
     [
         ("static", {"text/plain", "text/html"}),
-        ("live", {"text/plain", "application/vnd.jupyter.widget-view+json"}),
-        ("both", {"text/plain", "text/html", "application/vnd.jupyter.widget-view+json"}),
+        ("live", {"text/plain", "image/png", "application/vnd.jupyter.widget-view+json"}),
+        (
+            "both",
+            {"text/plain", "text/html", "image/png", "application/vnd.jupyter.widget-view+json"},
+        ),
     ],
 )
 def test_mimebundle_follows_the_mode(monkeypatch, mode, keys):
     monkeypatch.setenv("KRONLIB_WIDGETS", mode)
     assert widget_mode() == mode
     assert set(SliderFigure(_draw, {"a": [1]})._repr_mimebundle_()) == keys
+
+
+def test_live_is_the_default_and_precomputes_nothing(monkeypatch):
+    monkeypatch.delenv("KRONLIB_WIDGETS", raising=False)
+    assert widget_mode() == "live"
+    drawn = []
+
+    def draw(a):
+        drawn.append(a)
+        return _draw(a)
+
+    view = SliderFigure(draw, {"a": [1, 2, 3, 4]}, initial={"a": 3})
+    bundle = view._repr_mimebundle_()
+    assert drawn == [3]  # only the picture shown
+    assert "text/html" not in bundle
+    assert base64.b64decode(bundle["image/png"]) == view.frame([2])
+
+
+def _sized(a):
+    return Figure(figsize=(1 + a, 1 + 2 * a))
+
+
+def test_live_picture_keeps_its_size_across_frames():
+    box = SliderFigure(_sized, {"a": [0, 1]}).widget()
+    slider, image = box.children[0].children[0], box.children[1]
+    assert (image.layout.width, image.layout.height) == ("72px", "72px")
+    assert image.layout.object_fit == "scale-down"
+    slider.value = 1
+    grown = (image.layout.width, image.layout.height)
+    assert grown == ("144px", "216px")
+    slider.value = 0  # back to the smaller frame: the area keeps its size
+    assert (image.layout.width, image.layout.height) == grown
+
+
+def test_static_frames_share_one_size():
+    page = SliderFigure(_sized, {"a": [0, 1, 2]}).static_html()
+    sizes = {
+        image_size(base64.b64decode(data))
+        for data in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
+    }
+    assert sizes == {(216, 360)}
+
+
+def test_pad_image_centres_across_and_refuses_what_does_not_fit():
+    small = figure_bytes(_sized(0), 72)
+    for fmt in ("png", "jpeg"):
+        data = figure_bytes(_sized(0), 72, fmt)
+        assert image_size(pad_image(data, (100, 90), fmt)) == (100, 90)
+    assert pad_image(small, (72, 72)) == small
+    with pytest.raises(ValueError, match="does not fit"):
+        pad_image(small, (50, 90))
 
 
 def test_bad_arguments(monkeypatch):

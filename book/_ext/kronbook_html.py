@@ -10,6 +10,11 @@
   data URI is written once to ``_frames/<hash>.<ext>`` of the HTML output and referred to by a
   relative URL, so a page loads only the frames a reader shows (and still works from disk,
   ``file://``, with no server).
+* Numbers in the prose: a chapter quotes a computed value as ``{eval}`glued("key", "spec")` ``
+  (and shows a glued figure as a ``{figure}`` whose first paragraph is ``{eval}`glued("key")` ``),
+  which JupyterLab (``jupyterlab-myst``) evaluates in the kernel. Before a page is parsed, these
+  become myst-nb's ``{glue:text}`key:spec` `` and ``{glue:figure} key``, which paste what the
+  executed (cached) notebook glued, with the same text (``kronlib.glue``).
 * Launch buttons (Binder, Colab, live code) need the repository's URL: without one in
   ``_config.yml`` they are switched off (the theme would fail), and they are shown only on pages
   made from ``.ipynb`` files, the ones Binder and Colab can open.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -102,6 +108,33 @@ def _externalise_slider_frames(app: Sphinx, exception: Exception | None) -> None
         page.write_text(externalise_frames(text, store), encoding="utf-8")
 
 
+def glued_roles_for_myst_nb(source: str, notebook: bool) -> str:
+    """A page's source with ``{eval}`glued(...)` `` turned into myst-nb's glue roles.
+
+    Args:
+        source: the file's text: a notebook's JSON, or MyST Markdown.
+        notebook: whether ``source`` is a notebook (only its Markdown cells are rewritten).
+    """
+    from kronlib.glue import eval_to_glue_text
+
+    if not notebook:
+        return eval_to_glue_text(source)
+    if "glued(" not in source:
+        return source
+    data = json.loads(source)
+    for cell in data.get("cells", []):
+        if cell.get("cell_type") != "markdown":
+            continue
+        text = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+        cell["source"] = eval_to_glue_text(text)
+    return json.dumps(data, indent=1, ensure_ascii=False)
+
+
+def _glued_roles(app: Sphinx, docname: str, source: list[str]) -> None:
+    path = str(app.env.doc2path(docname))
+    source[0] = glued_roles_for_myst_nb(source[0], notebook=path.endswith(".ipynb"))
+
+
 def _launch_buttons_need_a_repository(app: Sphinx, config) -> None:
     options = config.html_theme_options
     if options.get("launch_buttons") and not options.get("repository_url"):
@@ -145,6 +178,7 @@ def setup(app: Sphinx) -> dict:
     app.connect("config-inited", _add_stylesheet_folder)
     app.add_css_file("kronbook.css")
     app.connect("config-inited", _launch_buttons_need_a_repository)
+    app.connect("source-read", _glued_roles)
     app.connect("build-finished", _copy_mathjax)
     app.connect("build-finished", _externalise_slider_frames)
     app.connect("html-page-context", _drop_duplicate_scripts)
