@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kronlib.rules.base import Linearised, Policy, Rule
+from kronlib.rules.base import Linearised, Policy, Rule, pointwise
 
 __all__ = ["SMOOTH_FUNCTIONS", "SMOOTH_MODULES", "Gate", "LeakyReLU", "ReLU"]
 
@@ -47,13 +47,7 @@ class Gate(Rule):
         gate = self.gate(x)
         # the value as the model computes it, so that later masks fall as they do there
         value = F.relu(x) if self.slope == 0.0 else F.leaky_relu(x, self.slope)
-        return Linearised(
-            value,
-            lambda tangents: tangents[0] * gate,
-            lambda cot: [cot * gate],
-            fresh=True,
-            pullback_into=lambda cot: [cot.mul_(gate)],
-        )
+        return pointwise(value, gate)
 
 
 @dataclass(frozen=True, eq=False)

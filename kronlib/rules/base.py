@@ -34,6 +34,7 @@ __all__ = [
     "check_image",
     "linear_pullback",
     "parameter",
+    "pointwise",
 ]
 
 
@@ -165,6 +166,22 @@ def linear_pullback(
         return [vjp(cot)[0]]
 
     return pull
+
+
+def pointwise(value: torch.Tensor, factor: torch.Tensor) -> Linearised:
+    """A layer whose linear part multiplies by ``factor`` (a ReLU gate, a BatchNorm scale).
+
+    Args:
+        value: ``(1, *out_shape)``, the layer's output at the point.
+        factor: broadcastable to ``(n, *out_shape)``.
+    """
+    return Linearised(
+        value,
+        lambda tangents: tangents[0] * factor,
+        lambda cot: [cot * factor],
+        fresh=True,
+        pullback_into=lambda cot: [cot.mul_(factor)],
+    )
 
 
 def check_image(x: torch.Tensor) -> None:

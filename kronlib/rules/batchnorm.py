@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kronlib.rules.base import Linearised, Policy, Rule, parameter
+from kronlib.rules.base import Linearised, Policy, Rule, parameter, pointwise
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,10 +85,4 @@ class BatchNorm(Rule):
             x, mean, var, parameter(self.weight, x), parameter(self.bias, x), False, 0.0, self.eps
         )
         scale = scale.reshape(-1, *(1,) * (x.ndim - 2))
-        return Linearised(
-            value,
-            lambda tangents: tangents[0] * scale,
-            lambda cot: [cot * scale],
-            fresh=True,
-            pullback_into=lambda cot: [cot.mul_(scale)],
-        )
+        return pointwise(value, scale)
