@@ -12,8 +12,6 @@ from kronlib._validate import as_int, as_real
 __all__ = [
     "Interval",
     "auc",
-    "bootstrap_mean",
-    "bootstrap_mean_difference",
     "bootstrap_subset_difference",
 ]
 
@@ -48,69 +46,29 @@ def _level(level: float) -> float:
     return level
 
 
-def bootstrap_mean_difference(
-    a: ArrayLike,
-    b: ArrayLike,
-    *,
-    level: float = 0.95,
-    resamples: int = 4000,
-    seed: int = 0,
-) -> Interval:
-    """``mean(a) − mean(b)`` with a percentile-bootstrap interval (each sample resampled).
-
-    Args:
-        a: first sample ``(n_a,)``.
-        b: second sample ``(n_b,)``.
-        level: coverage of the interval.
-        resamples: bootstrap resamples.
-        seed: seed of the resampling (the interval is deterministic).
-    """
-    first, second = _sample(a, "a"), _sample(b, "b")
-    level = _level(level)
-    resamples = as_int(resamples, "resamples", minimum=100)
-    rng = np.random.default_rng(as_int(seed, "seed", minimum=0))
-    means_a = first[rng.integers(0, first.size, (resamples, first.size))].mean(1)
-    means_b = second[rng.integers(0, second.size, (resamples, second.size))].mean(1)
-    low, high = np.quantile(means_a - means_b, [(1 - level) / 2, (1 + level) / 2])
-    return Interval(float(first.mean() - second.mean()), float(low), float(high), level)
-
-
-def bootstrap_mean(
-    a: ArrayLike, *, level: float = 0.95, resamples: int = 4000, seed: int = 0
-) -> Interval:
-    """``mean(a)`` with a percentile-bootstrap interval."""
-    first = _sample(a, "a")
-    level = _level(level)
-    resamples = as_int(resamples, "resamples", minimum=100)
-    rng = np.random.default_rng(as_int(seed, "seed", minimum=0))
-    means = first[rng.integers(0, first.size, (resamples, first.size))].mean(1)
-    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return Interval(float(first.mean()), float(low), float(high), level)
-
-
 def bootstrap_subset_difference(
     values: ArrayLike,
     in_first: ArrayLike,
-    groups: ArrayLike,
+    groups: ArrayLike | None = None,
     *,
     level: float = 0.95,
     resamples: int = 4000,
     seed: int = 0,
 ) -> Interval:
-    """``mean(values[in_first]) − mean(values[~in_first])``, resampling whole groups.
+    """``mean(values[in_first]) − mean(values[~in_first])``, with a bootstrap interval.
 
     When several values come from one source (the same digit in several placements), they are
-    not independent: resampling values one by one gives intervals that are too narrow. This
-    resamples the groups with replacement and keeps every value of a chosen group (a cluster
-    bootstrap).
+    not independent: resampling values one by one gives intervals that are too narrow. With
+    ``groups``, whole groups are resampled with replacement, every value of a chosen group kept
+    (a cluster bootstrap); without, each value is its own group (the plain bootstrap).
 
     Args:
         values: ``(n,)``.
         in_first: ``(n,)`` bool: which values form the first subset.
-        groups: ``(n,)`` integer group of each value (e.g. the source digit's index).
+        groups: ``(n,)`` integer group of each value (e.g. the source digit's index), or None.
         level: coverage of the interval.
         resamples: bootstrap resamples.
-        seed: seed of the resampling.
+        seed: seed of the resampling (the interval is deterministic).
     """
     sample = _sample(values, "values")
     first = np.asarray(in_first).reshape(-1)
@@ -118,7 +76,7 @@ def bootstrap_subset_difference(
         raise ValueError(f"in_first must be {sample.size} bools, got {first.dtype} {first.shape}")
     if first.all() or not first.any():
         raise ValueError("in_first must split the values into two non-empty subsets")
-    labels = np.asarray(groups).reshape(-1)
+    labels = np.arange(sample.size) if groups is None else np.asarray(groups).reshape(-1)
     if labels.size != sample.size or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(
             f"groups must be {sample.size} integers, got {labels.dtype} {labels.shape}"

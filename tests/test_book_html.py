@@ -4,17 +4,15 @@ Runs after ``make book`` (``.ci/run`` does both) with Debian's Chromium driven b
 skipped, with the reason, when the built book or Chromium is missing.
 """
 
-import os
 import re
-import shutil
 from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+from chromium import CHROMIUM, FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
-CHROMIUM = os.environ.get("KRONBOOK_CHROMIUM") or shutil.which("chromium")
 CHAPTERS = sorted((HTML / "book").glob("[0-9][0-9]_*.html"))
 PAGES = [HTML / "book" / name for name in ("intro.html", "api.html", "references.html")]
 PAGES = [page for page in PAGES if page.exists()] + CHAPTERS
@@ -23,16 +21,6 @@ FIGURE_PAGES = [page for page in PAGES if page.name not in ("api.html", "referen
 pytestmark = [
     pytest.mark.skipif(not CHAPTERS, reason="no built book in _build/html: run `make book` first"),
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium not found (apt-get install chromium)"),
-]
-
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
 ]
 
 

@@ -20,21 +20,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from chromium import CHROMIUM, FLAGS
 
 from kronlib.lab import aside_path, free_port, lab_command, lab_environment
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("KRONBOOK_CHROMIUM") or shutil.which("chromium")
 CHAPTER = "01_image_factorization.ipynb"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # what MyST source looks like when it is not rendered: roles, directives, unevaluated expressions
 RAW_MARKUP = re.compile(
     r"\{(eval|glue(:\w+)?|cite(:\w+)?|doc|ref|numref|note|figure|math)\}|glued\(|"
@@ -70,9 +61,7 @@ def lab(tmp_path_factory):
         ROOT / "book", book, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "_ext")
     )
     port = free_port()
-    command = lab_command(
-        book, port, work / ".lab", extra=("--LabApp.expose_app_in_browser=True",)
-    )
+    command = lab_command(book, port, work / ".lab", extra=("--LabApp.expose_app_in_browser=True",))
     log = (work / "server.log").open("w")
     process = subprocess.Popen(
         command, env=lab_environment(work / ".lab"), stdout=log, stderr=subprocess.STDOUT, cwd=work
@@ -106,9 +95,7 @@ def _run_all(page, lab) -> None:
     page.wait_for_function("() => window.jupyterapp !== undefined", timeout=60_000)
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     # the kernel is ready when the status bar says Idle
-    page.wait_for_function(
-        "() => document.body.innerText.includes('| Idle')", timeout=90_000
-    )
+    page.wait_for_function("() => document.body.innerText.includes('| Idle')", timeout=90_000)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     page.wait_for_function(
         """() => {
