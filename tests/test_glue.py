@@ -138,6 +138,9 @@ def test_notebooks_quote_numbers_the_way_jupyterlab_reads(path):
     for old in ("{glue:text}", "{glue:figure}", "{glue}", "from myst_nb import glue"):
         assert old not in text, f"{path.name} still uses {old}: run python3 tools/glue_to_eval.py"
     assert _script().main([str(path), "--check"]) == 0
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    if 'glued("' in text:  # JupyterLab evaluates the roles in the kernel: glued must exist there
+        assert "from kronlib.glue import glue, glued" in code, f"{path.name} does not import glued"
 
 
 def test_the_book_extension_rewrites_only_markdown_cells():

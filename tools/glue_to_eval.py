@@ -40,8 +40,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 GLUE_TEXT = re.compile(r"\{glue:text\}`([^`]+)`")
-OLD_IMPORT = re.compile(r"^from myst_nb import glue[ \t]*$", re.M)
-NEW_IMPORT = "from kronlib.glue import glue, glued"
+# the old import, or kronlib's without glued (as a linter's unused-import fix leaves it)
+OLD_IMPORT = re.compile(
+    r"^(from myst_nb import glue|from kronlib\.glue import glue)[ \t]*$", re.M
+)
+# glued looks unused to a linter: the prose's {eval} roles call it in the kernel
+NEW_IMPORT = "from kronlib.glue import glue, glued  # noqa: F401 (the prose calls glued)"
 KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")
 BARE_DOC = re.compile(r"\{doc\}`([^`<>]+)`")
 GLUE_FIGURE = re.compile(
@@ -114,7 +118,11 @@ def convert_markdown(text: str, folder: Path | None = None) -> str:
 
 
 def convert_code(text: str) -> str:
-    """``from myst_nb import glue`` rewritten as the import of kronlib's glue and glued."""
+    """``from myst_nb import glue`` rewritten as the import of kronlib's glue and glued.
+
+    An import of kronlib's ``glue`` alone gets ``glued`` back: JupyterLab evaluates the prose's
+    ``{eval}`glued(...)` `` roles in the kernel, so the name must be defined there.
+    """
     return OLD_IMPORT.sub(NEW_IMPORT, text)
 
 
