@@ -14,6 +14,13 @@ Opening a notebook puts the set-aside outputs back on the cells whose source has
 since (:func:`merge_outputs`), so a reopened chapter shows its figures, its numbers and the last
 picture of each control as plain images until it runs again.
 
+Opening a chapter also adds what only the book's Sphinx knew (:func:`with_lab_cells`): a first
+cell of MyST front matter that numbers its figures from the book's number for its first figure
+(``kronlib.prose.figure_numbers``), and below each code cell whose figure has a myst-nb caption,
+that caption as a ``{figure}`` with the figure's name, so ``jupyterlab-myst`` numbers it and
+resolves ``{numref}`` to it as the book does. These cells are marked in their metadata and left
+out when the notebook is saved (:func:`without_lab_cells`).
+
 :class:`OutputsAsideContentsManager` does this inside the Jupyter server; :func:`main` (``python
 -m kronlib.lab``, what ``make lab`` runs) starts JupyterLab with it, with MyST rendering, widget
 state saved at each save (so the last pictures are known), no network calls, and prints the URL
@@ -41,12 +48,16 @@ __all__ = [
     "merge_outputs",
     "static_fallbacks",
     "strip_outputs",
+    "with_lab_cells",
+    "without_lab_cells",
 ]
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 _CELL_KEYS_DROPPED = ("execution", "user_expressions", "trusted")
 _IMAGE_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg"}
+# metadata key of the cells that exist only in JupyterLab (never saved)
+LAB_ONLY = "kronlib_lab_only"
 
 
 def aside_path(notebook: str | os.PathLike) -> Path:
@@ -184,6 +195,74 @@ def merge_outputs(notebook: dict, aside: dict) -> dict:
     return result
 
 
+def _lab_cell(cell_id: str, source: str) -> dict:
+    return {
+        "cell_type": "markdown",
+        "id": cell_id,
+        # JupyterLab keeps these cells as they are: they are not the reader's to edit
+        "metadata": {LAB_ONLY: True, "editable": False, "deletable": False},
+        "source": source,
+    }
+
+
+def _cell_id(text: str) -> str:
+    return "lab-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in text)[:60]
+
+
+def with_lab_cells(notebook: dict, first_figure: int | None = None) -> dict:
+    """A copy of ``notebook`` with the cells that give JupyterLab the book's figures.
+
+    * First, MyST front matter (hidden by ``jupyterlab-myst``): figures numbered from
+      ``first_figure`` (the book's number of this page's first figure; 1 when ``None``), and
+      display equations unnumbered, as in the book.
+    * After each code cell whose myst-nb figure the book numbers
+      (``kronlib.prose.caption_figure``), its caption as a ``{figure}`` directive carrying the
+      figure's name: ``Figure N: caption`` under the picture, and ``{numref}`` resolves to it.
+
+    Each added cell is marked ``metadata.kronlib_lab_only`` (see :func:`without_lab_cells`).
+    """
+    from kronlib.prose import caption_figure
+
+    result = copy.deepcopy(without_lab_cells(notebook))
+    start = 1 if first_figure is None else int(first_figure)
+    front = f"---\nnumbering:\n  figure:\n    start: {start}\n  equation: false\n---\n"
+    cells = [_lab_cell("lab-front-matter", front)]
+    for index, cell in enumerate(result.get("cells", [])):
+        cells.append(cell)
+        figure = caption_figure(cell)
+        if figure is None:
+            continue
+        name = figure.get("name")
+        fence = "````" if "```" in figure["caption"] else "```"
+        label = f":name: {name}\n" if name else ""
+        source = f"{fence}{{figure}}\n{label}\n{figure['caption'].strip()}\n{fence}"
+        cells.append(_lab_cell(_cell_id(f"caption-{name or index}"), source))
+    result["cells"] = cells
+    return result
+
+
+def without_lab_cells(notebook: dict) -> dict:
+    """A copy of ``notebook`` without the cells :func:`with_lab_cells` added."""
+    result = copy.deepcopy(notebook)
+    result["cells"] = [
+        cell for cell in result.get("cells", []) if not cell.get("metadata", {}).get(LAB_ONLY)
+    ]
+    return result
+
+
+def first_figure_number(notebook_path: str | os.PathLike) -> int | None:
+    """The book's number of the first figure of ``notebook_path`` (None outside the book)."""
+    from kronlib.prose import book_root, figure_numbers
+
+    path = Path(notebook_path).resolve()
+    try:
+        root = book_root(path.parent)
+        page = path.relative_to(root).with_suffix("").as_posix()
+        return figure_numbers(root).first.get(page)
+    except (OSError, ValueError):
+        return None
+
+
 def _manager_base() -> type:
     from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
 
@@ -200,7 +279,7 @@ class OutputsAsideContentsManager(_manager_base()):  # type: ignore[misc]
     async def save(self, model: dict, path: str = "") -> dict:
         """Write the notebook without outputs; its outputs, with static fallbacks, aside."""
         if model.get("type") == "notebook" and isinstance(model.get("content"), dict):
-            content = model["content"]
+            content = without_lab_cells(model["content"])
             os_path = Path(self._get_os_path(path.strip("/")))
             try:
                 previous = json.loads(os_path.read_text(encoding="utf-8"))
@@ -216,10 +295,16 @@ class OutputsAsideContentsManager(_manager_base()):  # type: ignore[misc]
         return await super().save(model, path)
 
     async def get(self, path: str, content: bool = True, type: str | None = None, **kwargs: Any):
-        """The notebook as on disk, with the outputs set aside for its unchanged cells."""
+        """The notebook as on disk, with the outputs set aside for its unchanged cells.
+
+        The book's figure captions and numbering are added (:func:`with_lab_cells`).
+        """
         model = await super().get(path, content=content, type=type, **kwargs)
         if model.get("type") == "notebook" and content and model.get("content") is not None:
-            target = aside_path(self._get_os_path(path.strip("/")))
+            import nbformat
+
+            os_path = self._get_os_path(path.strip("/"))
+            target = aside_path(os_path)
             if target.is_file():
                 try:
                     aside = json.loads(target.read_text(encoding="utf-8"))
@@ -228,9 +313,9 @@ class OutputsAsideContentsManager(_manager_base()):  # type: ignore[misc]
                 if not isinstance(aside, dict):
                     self.log.warning("kronlib.lab: unreadable outputs in %s, ignored", target)
                 else:
-                    import nbformat
-
                     model["content"] = nbformat.from_dict(merge_outputs(model["content"], aside))
+            lab = with_lab_cells(model["content"], first_figure_number(os_path))
+            model["content"] = nbformat.from_dict(lab)
         return model
 
 

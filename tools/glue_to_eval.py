@@ -14,6 +14,11 @@ A bare ``{doc}`04_channels_as_rank` `` (which the book shows as that chapter's t
 JupyterLab as the file name) gets the title written out, ``{doc}`Channels as rank
 <04_channels_as_rank>` ``, so both show the same words.
 
+Citations and links to other chapters become the inline expressions of ``kronlib.prose``, which
+format them in the kernel as the book prints them (``{cite}`key` `` -> ``{eval}`cite("key")` ``,
+``{doc}`text <name>` `` -> ``{eval}`doc("text", "name")` ``, ``{ref}`` to another chapter's
+label -> ``{eval}`ref("text", "label")` ``), and the chapter imports what its prose calls.
+
 Each code cell's ``from myst_nb import glue`` becomes ``from kronlib.glue import glue, glued``
 (``kronlib.glue.glue`` records the value and still glues it for myst-nb). The book's Sphinx
 extension turns the ``{eval}`` form back into ``{glue:text}`` when it builds, so the built pages
@@ -24,9 +29,9 @@ byte for byte as it is. Notebooks are written in nbformat's layout (one-space in
 
 Usage::
 
-    python3 tools/glue_to_eval.py            # convert book/*.ipynb in place
-    python3 tools/glue_to_eval.py --check    # exit 1 and list what still needs converting
-    python3 tools/glue_to_eval.py PATH ...   # only these notebooks
+    .venv/bin/python tools/glue_to_eval.py            # convert book/*.ipynb in place
+    .venv/bin/python tools/glue_to_eval.py --check    # exit 1 and list what needs converting
+    .venv/bin/python tools/glue_to_eval.py PATH ...   # only these notebooks
 """
 
 from __future__ import annotations
@@ -37,15 +42,20 @@ import re
 import sys
 from pathlib import Path
 
+from kronlib.prose import roles_to_eval
+
 ROOT = Path(__file__).resolve().parents[1]
 
 GLUE_TEXT = re.compile(r"\{glue:text\}`([^`]+)`")
 # the old import, or kronlib's without glued (as a linter's unused-import fix leaves it)
-OLD_IMPORT = re.compile(
-    r"^(from myst_nb import glue|from kronlib\.glue import glue)[ \t]*$", re.M
-)
+OLD_IMPORT = re.compile(r"^(from myst_nb import glue|from kronlib\.glue import glue)[ \t]*$", re.M)
 # glued looks unused to a linter: the prose's {eval} roles call it in the kernel
 NEW_IMPORT = "from kronlib.glue import glue, glued  # noqa: F401 (the prose calls glued)"
+# the same for the citations and links of kronlib.prose
+PROSE_NAMES = ("cite", "cite_t", "doc", "ref")
+PROSE_IMPORT = re.compile(r"^from kronlib\.prose import [^\n]*$", re.M)
+PROSE_CALL = re.compile(r"\{eval\}`(cite|cite_t|doc|ref)\(")
+TARGET = re.compile(r"^\((?P<label>[^)\s]+)\)=\s*$", re.M)
 KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")
 BARE_DOC = re.compile(r"\{doc\}`([^`<>]+)`")
 GLUE_FIGURE = re.compile(
@@ -103,18 +113,21 @@ def figure_directive(match: re.Match) -> str:
     return f'{head}\n{{eval}}`glued("{key}")`\n'
 
 
-def convert_markdown(text: str, folder: Path | None = None) -> str:
+def convert_markdown(
+    text: str, folder: Path | None = None, labels: frozenset[str] = frozenset()
+) -> str:
     """A Markdown string converted for JupyterLab and the book alike.
 
     ``{glue:text}`` roles become ``{eval}`glued(...)` ``, ``{glue:figure}`` directives become
-    ``{figure}`` directives showing ``{eval}`glued("key")` ``, and bare ``{doc}`` roles (when
-    ``folder``, where the documents are, is given) get their titles.
+    ``{figure}`` directives showing ``{eval}`glued("key")` ``, bare ``{doc}`` roles (when
+    ``folder``, where the documents are, is given) get their titles, and citations, ``{doc}`` and
+    ``{ref}`` roles (except to ``labels``, the document's own) become ``kronlib.prose`` calls.
     """
     text = GLUE_FIGURE.sub(figure_directive, text)
     text = GLUE_TEXT.sub(lambda match: eval_role(match.group(1)), text)
     if folder is not None:
         text = BARE_DOC.sub(lambda match: doc_role(match.group(1), folder), text)
-    return text
+    return roles_to_eval(text, labels)
 
 
 def convert_code(text: str) -> str:
@@ -131,13 +144,26 @@ def _source(cell: dict) -> str:
     return "".join(source) if isinstance(source, list) else source
 
 
+def prose_import(names: set[str]) -> str:
+    """The import of the ``kronlib.prose`` functions a chapter's prose calls."""
+    listed = ", ".join(sorted(names))
+    return f"from kronlib.prose import {listed}  # noqa: F401 (the prose calls them)"
+
+
 def convert_notebook(notebook: dict, folder: Path | None = None) -> bool:
-    """Convert a notebook (nbformat 4 JSON, in ``folder``) in place; True if anything changed."""
+    """Convert a notebook (nbformat 4 JSON, in ``folder``) in place; True if anything changed.
+
+    The first code cell that imports ``glue`` also imports the ``kronlib.prose`` functions the
+    converted prose calls.
+    """
     changed = False
-    for cell in notebook.get("cells", []):
+    cells = notebook.get("cells", [])
+    markdown = [_source(c) for c in cells if c.get("cell_type") == "markdown"]
+    labels = frozenset(m.group("label") for text in markdown for m in TARGET.finditer(text))
+    for cell in cells:
         text = _source(cell)
         if cell.get("cell_type") == "markdown":
-            new = convert_markdown(text, folder)
+            new = convert_markdown(text, folder, labels)
         elif cell.get("cell_type") == "code":
             new = convert_code(text)
         else:
@@ -145,6 +171,27 @@ def convert_notebook(notebook: dict, folder: Path | None = None) -> bool:
         if new != text:
             cell["source"] = new.splitlines(keepends=True)
             changed = True
+    called = {
+        m.group(1)
+        for c in cells
+        if c.get("cell_type") == "markdown"
+        for m in PROSE_CALL.finditer(_source(c))
+    }
+    for cell in cells:
+        text = _source(cell)
+        if cell.get("cell_type") != "code" or NEW_IMPORT not in text:
+            continue
+        wanted = prose_import(called) if called else ""
+        if PROSE_IMPORT.search(text):
+            new = PROSE_IMPORT.sub(wanted, text) if wanted else PROSE_IMPORT.sub("", text)
+        elif wanted:
+            new = text.replace(NEW_IMPORT, f"{NEW_IMPORT}\n{wanted}", 1)
+        else:
+            new = text
+        if new != text:
+            cell["source"] = new.splitlines(keepends=True)
+            changed = True
+        break
     return changed
 
 
@@ -177,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in pending:
         print(f"{verb}: {path}")
     if not pending:
-        print("nothing to convert: no {glue:text}, {glue:figure} or bare {doc} left")
+        print("nothing to convert: no {glue:text}, {glue:figure}, {cite}, {doc} or {ref} left")
     return 1 if (args.check and pending) else 0
 
 

@@ -15,6 +15,10 @@
   which JupyterLab (``jupyterlab-myst``) evaluates in the kernel. Before a page is parsed, these
   become myst-nb's ``{glue:text}`key:spec` `` and ``{glue:figure} key``, which paste what the
   executed (cached) notebook glued, with the same text (``kronlib.glue``).
+* Citations and links to other chapters: a chapter writes them as ``{eval}`cite("key")` ``,
+  ``{eval}`doc("text", "name")` `` or ``{eval}`ref("text", "label")` `` (formatted in the
+  kernel in JupyterLab as the book prints them); they become ``{cite:p}``, ``{cite:t}``, ``{doc}``
+  and ``{ref}`` roles before a page is parsed (``kronlib.prose``).
 * Launch buttons (Binder, Colab, live code) need the repository's URL: without one in
   ``_config.yml`` they are switched off (the theme would fail), and they are shown only on pages
   made from ``.ipynb`` files, the ones Binder and Colab can open.
@@ -109,24 +113,31 @@ def _externalise_slider_frames(app: Sphinx, exception: Exception | None) -> None
 
 
 def glued_roles_for_myst_nb(source: str, notebook: bool) -> str:
-    """A page's source with ``{eval}`glued(...)` `` turned into myst-nb's glue roles.
+    """A page's source with its live inline expressions turned into the book's roles.
+
+    ``{eval}`glued(...)` `` becomes myst-nb's glue roles (``kronlib.glue``), citations and
+    links become ``{cite:p}``, ``{cite:t}``, ``{doc}`` and ``{ref}`` (``kronlib.prose``).
 
     Args:
         source: the file's text: a notebook's JSON, or MyST Markdown.
         notebook: whether ``source`` is a notebook (only its Markdown cells are rewritten).
     """
     from kronlib.glue import eval_to_glue_text
+    from kronlib.prose import eval_to_roles
+
+    def convert(text: str) -> str:
+        return eval_to_roles(eval_to_glue_text(text))
 
     if not notebook:
-        return eval_to_glue_text(source)
-    if "glued(" not in source:
+        return convert(source)
+    if "{eval}" not in source:
         return source
     data = json.loads(source)
     for cell in data.get("cells", []):
         if cell.get("cell_type") != "markdown":
             continue
         text = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
-        cell["source"] = eval_to_glue_text(text)
+        cell["source"] = convert(text)
     return json.dumps(data, indent=1, ensure_ascii=False)
 
 
