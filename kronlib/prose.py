@@ -404,8 +404,8 @@ def eval_to_roles(markdown: str) -> str:
     def role(match: re.Match) -> str:
         try:
             args = ast.literal_eval(f"({match.group('args')},)")
-        except (SyntaxError, ValueError) as error:
-            raise ValueError(f"cannot read {match.group(0)!r}: {error}") from None
+        except (SyntaxError, ValueError):
+            args = (None,)
         if not all(isinstance(a, str) for a in args):
             raise ValueError(f"{match.group(0)!r}: the arguments must be string literals")
         function = match.group("function")

@@ -4,6 +4,8 @@ Runs after ``make book`` (``.ci/run`` does both) with Debian's Chromium driven b
 skipped, with the reason, when the built book or Chromium is missing.
 """
 
+import html
+import json
 import re
 from pathlib import Path
 from urllib.parse import unquote
@@ -263,3 +265,51 @@ def test_every_figure_is_numbered_and_captioned(open_page, path):
               .filter(id => !document.querySelector(`article a[href="#${id}"]`))"""
     )
     assert not unreferred, f"{path.name}: figures the text never refers to {unreferred}"
+
+
+def _text(fragment: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", fragment))
+
+
+def test_figure_numbers_are_the_ones_jupyterlab_shows():
+    """``make lab`` numbers each notebook's figures from kronlib.prose.figure_numbers: the same."""
+    from kronlib.prose import figure_numbers
+
+    # Sphinx writes ids in lower case
+    expected = {name.lower(): number for name, number in figure_numbers(ROOT).numbers.items()}
+    built: dict[str, int] = {}
+    for path in FIGURE_PAGES:
+        page = path.read_text(encoding="utf-8")
+        for match in re.finditer(
+            r'<figure[^>]*\bid="([^"]+)".*?class="caption-number">Figure (\d+)', page, re.S
+        ):
+            built[match.group(1)] = int(match.group(2))
+    assert built and built == expected
+
+
+@pytest.mark.parametrize("path", FIGURE_PAGES, ids=lambda p: p.name)
+def test_citations_read_as_jupyterlab_shows_them(path):
+    """Each citation of a page has the text kronlib.prose.cite gives in JupyterLab."""
+    from kronlib.prose import _CITE_ROLE, cite, cite_t, eval_to_roles
+
+    source = next(
+        p for p in (ROOT / "book" / f"{path.stem}{s}" for s in (".ipynb", ".md")) if p.exists()
+    )
+    text = source.read_text(encoding="utf-8")
+    if source.suffix == ".ipynb":
+        text = "\n".join(
+            "".join(cell["source"])
+            for cell in json.loads(text)["cells"]
+            if cell["cell_type"] == "markdown"
+        )
+    expected = []
+    for match in _CITE_ROLE.finditer(eval_to_roles(text)):
+        keys = [key.strip() for key in match.group("keys").split(",")]
+        form = cite_t if match.group("kind") == "t" else cite
+        expected.append(str(form(*keys, folder=ROOT / "book")))
+    page = path.read_text(encoding="utf-8")
+    built = [
+        _text(m.group(1))
+        for m in re.finditer(r'<span class="bibtex-citation"[^>]*>(.*?)</span>', page, re.S)
+    ]
+    assert sorted(built) == sorted(expected), path.name

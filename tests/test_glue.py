@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from myst_nb.core.variables import format_plain_text
 
 from kronlib import glue as glue_module
 from kronlib.glue import eval_to_glue_text, format_text, glue, glued, plain_text
+from kronlib.prose import eval_to_roles
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
@@ -33,7 +35,7 @@ def _script():
         (180, "d"),
         ("30×16", ""),
         ("it's", ""),
-        ('both \' and "', ""),
+        ("both ' and \"", ""),
         ((480, 320), ""),
         (1e-7, ".1e"),
     ],
@@ -114,10 +116,14 @@ def test_the_script_converts_once_and_the_book_reads_back_the_original(tmp_path)
     cells = json.loads(converted)["cells"]
     markdown = "".join(cells[0]["source"])
     assert "{glue:" not in markdown and '{eval}`glued("best_error", ".3f")`' in markdown
-    assert "{doc}`The chapter <chap>`" in markdown and "{doc}`its title <chap>`" in markdown
-    assert "from kronlib.glue import glue, glued" in "".join(cells[1]["source"])
-    back = eval_to_glue_text(markdown).replace("{doc}`The chapter <chap>`", "{doc}`chap`")
-    assert back == original
+    # a bare {doc} gets its title; links to chapters are kronlib.prose calls, imported
+    assert '{eval}`doc("The chapter", "chap")`' in markdown
+    assert '{eval}`doc("its title", "chap")`' in markdown
+    code = "".join(cells[1]["source"])
+    assert "from kronlib.glue import glue, glued" in code
+    assert "from kronlib.prose import doc  # noqa: F401" in code
+    back = eval_to_roles(eval_to_glue_text(markdown))
+    assert back.replace("{doc}`The chapter <chap>`", "{doc}`chap`") == original
 
 
 def test_the_script_refuses_keys_from_other_documents(tmp_path):
@@ -141,6 +147,14 @@ def test_notebooks_quote_numbers_the_way_jupyterlab_reads(path):
     code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
     if 'glued("' in text:  # JupyterLab evaluates the roles in the kernel: glued must exist there
         assert "from kronlib.glue import glue, glued" in code, f"{path.name} does not import glued"
+    for raw in ("{cite}", "{cite:p}", "{cite:t}"):  # citations: formatted by kronlib.prose
+        assert raw not in text, f"{path.name} still uses {raw}: run tools/glue_to_eval.py"
+    for name in ("cite", "cite_t", "doc", "ref"):
+        if f"{{eval}}`{name}(" in text:
+            imported = re.search(r"^from kronlib\.prose import ([^#\n]*)", code, re.M)
+            assert imported and name in imported.group(1).replace(",", " ").split(), (
+                f"{path.name}'s prose calls {name}() but does not import it from kronlib.prose"
+            )
 
 
 def test_the_book_extension_rewrites_only_markdown_cells():

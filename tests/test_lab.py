@@ -8,6 +8,7 @@ import nbformat
 import pytest
 
 from kronlib.lab import (
+    LAB_ONLY,
     WIDGET_STATE,
     WIDGET_VIEW,
     OutputsAsideContentsManager,
@@ -130,7 +131,13 @@ def test_contents_manager_saves_without_outputs_and_reopens_with_them(tmp_path):
     assert aside_path(tmp_path / "chapter.ipynb").is_file()
     reopened = asyncio.run(manager.get("chapter.ipynb"))["content"]
     assert isinstance(reopened, nbformat.NotebookNode)
-    assert reopened.cells[1].outputs[0]["data"]["image/png"] == PNG_LAST
+    # first the front matter JupyterLab alone reads (the book's figure numbering), then the cells
+    assert reopened.cells[0].metadata[LAB_ONLY] and "numbering:" in reopened.cells[0].source
+    assert reopened.cells[2].outputs[0]["data"]["image/png"] == PNG_LAST
+    # saving what JupyterLab shows writes the same file: the lab's own cells are never saved
+    before = (tmp_path / "chapter.ipynb").read_bytes()
+    asyncio.run(manager.save({**model, "content": reopened}, "chapter.ipynb"))
+    assert (tmp_path / "chapter.ipynb").read_bytes() == before
     plain = asyncio.run(manager.get("chapter.ipynb", content=False))
     assert plain["content"] is None
 
@@ -151,7 +158,7 @@ def test_unreadable_aside_files_are_ignored(tmp_path, bad):
     asyncio.run(manager.save(model, "c.ipynb"))
     aside_path(tmp_path / "c.ipynb").write_text(bad)
     reopened = asyncio.run(manager.get("c.ipynb"))["content"]
-    assert reopened.cells[1].outputs == []
+    assert reopened.cells[2].outputs == []
 
 
 def test_the_kernelspec_on_disk_is_kept_for_the_same_kernel():

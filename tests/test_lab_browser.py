@@ -3,8 +3,8 @@
 Starts JupyterLab the way ``make lab`` does (``kronlib.lab.lab_command``: MyST rendering, the
 contents manager that keeps outputs out of the notebooks) on a copy of ``book/`` (other work on
 the checkout's notebooks is never touched), opens chapter 1 in headless Chromium, runs every
-cell, and checks that the prose shows its numbers instead of raw roles, that a slider changes
-its picture, that the saved notebook is byte for byte the committed one and that a reopened
+cell, and checks that the prose shows its numbers, citations and figure numbers as the book
+does (instead of raw roles or unresolved references), that a slider changes its picture, that the saved notebook is byte for byte the committed one and that a reopened
 notebook shows plain pictures instead of dead widgets. Skipped, with the reason, without Chromium.
 """
 
@@ -23,6 +23,7 @@ import pytest
 from chromium import CHROMIUM, FLAGS
 
 from kronlib.lab import aside_path, free_port, lab_command, lab_environment
+from kronlib.prose import cite, figure_numbers
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER = "01_image_factorization.ipynb"
@@ -60,6 +61,7 @@ def lab(tmp_path_factory):
     shutil.copytree(
         ROOT / "book", book, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "_ext")
     )
+    shutil.copy(ROOT / "_toc.yml", work / "_toc.yml")  # the book's order numbers the figures
     port = free_port()
     command = lab_command(book, port, work / ".lab", extra=("--LabApp.expose_app_in_browser=True",))
     log = (work / "server.log").open("w")
@@ -133,6 +135,17 @@ def test_a_chapter_runs_live_renders_its_prose_and_saves_without_outputs(page, l
     assert not raw, f"raw MyST markup visible in the rendered prose: {raw}"
     assert page.locator(".myst-RenderedExpressionError").count() == 0
     assert "480×320" in prose or "480" in prose  # numbers glued by the code are in the text
+    # citations, links and figure numbers as the book prints them; nothing left unresolved
+    unresolved = page.locator(f"{rendered} [title$='Not Found']").all_inner_texts()
+    assert not unresolved, f"unresolved references in JupyterLab: {unresolved}"
+    book = lab["book"]
+    assert str(cite("vanloan1993", folder=book)) in prose
+    assert str(cite("eckart1936", "golub2013", folder=book)) in prose
+    numbers = figure_numbers(book.parent)
+    first = numbers.first[f"book/{Path(CHAPTER).stem}"]
+    assert f"Figure {numbers.numbers['fig-ch1-demo']}" in prose  # the {numref} in the prose
+    captions = page.locator(".jp-MarkdownCell figure").all_inner_texts()
+    assert captions and captions[0].startswith(f"Figure {first}:"), captions[:1]
 
     # a slider changes its picture (drawn by the kernel on demand)
     slider = page.locator(".jp-OutputArea .widget-slider .noUi-handle").first
