@@ -137,18 +137,21 @@ def test_a_chapter_runs_live_renders_its_prose_and_saves_without_outputs(page, l
         # the {numref} in the prose; jupyterlab-myst writes "Figure\u00a02", a no-break space
         f"Figure\u00a0{numbers.numbers['fig-ch1-demo']}",
     ]
+    complete = """([selector, expected]) => {
+        const cells = [...document.querySelectorAll(selector)];
+        const text = cells.map(e => e.textContent).join(' ');
+        return cells.length > 10 && !text.includes('glued(')
+            && expected.every(words => text.includes(words)) && text;
+    }"""
+    prose = ""
     with contextlib.suppress(PlaywrightTimeout):  # the assertions below say what is missing
-        page.wait_for_function(
-            """([selector, expected]) => {
-                const cells = [...document.querySelectorAll(selector)];
-                const text = cells.map(e => e.textContent).join(' ');
-                return cells.length > 10 && !text.includes('glued(')
-                    && expected.every(words => text.includes(words));
-            }""",
-            arg=[rendered, expected],
-            timeout=30_000,
-        )
-    prose = " ".join(page.locator(rendered).all_text_contents())
+        prose = page.wait_for_function(complete, arg=[rendered, expected], timeout=30_000)
+        prose = prose.json_value()
+        # a cell redraws when a later result arrives: the prose must be whole again after it
+        page.wait_for_timeout(2000)
+        prose = page.wait_for_function(complete, arg=[rendered, expected], timeout=30_000)
+        prose = prose.json_value()
+    prose = prose or " ".join(page.locator(rendered).all_text_contents())
     raw = sorted({m.group(0) for m in RAW_MARKUP.finditer(prose)})
     assert not raw, f"raw MyST markup visible in the rendered prose: {raw}"
     assert page.locator(".myst-RenderedExpressionError").count() == 0
