@@ -236,7 +236,7 @@ class SliderFigure:
         import ipywidgets as w
 
         first = self.frame(self._start_index)
-        box = list(image_size(first))
+        box = image_size(first)
         image = w.Image(
             value=first,
             format=self._format,
@@ -261,12 +261,10 @@ class SliderFigure:
         ]
 
         def refresh(_change: Any = None) -> None:
-            data = self.frame([slider.value for slider in sliders])
-            width, height = image_size(data)
-            if width > box[0] or height > box[1]:  # the picture's area only grows, never jumps back
-                box[0], box[1] = max(box[0], width), max(box[1], height)
-                image.layout.width, image.layout.height = f"{box[0]}px", f"{box[1]}px"
-            image.value = data
+            # the picture's area keeps the first frame's size: the page never jumps. Draw
+            # functions give every frame one size (as the static book pads them to); a larger
+            # one would be scaled down to fit, a smaller one sits at the top, centred
+            image.value = self.frame([slider.value for slider in sliders])
 
         for slider in sliders:
             slider.observe(refresh, names="value")

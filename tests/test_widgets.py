@@ -98,11 +98,39 @@ def test_live_picture_keeps_its_size_across_frames():
     slider, image = box.children[0].children[0], box.children[1]
     assert (image.layout.width, image.layout.height) == ("72px", "72px")
     assert image.layout.object_fit == "scale-down"
-    slider.value = 1
-    grown = (image.layout.width, image.layout.height)
-    assert grown == ("144px", "216px")
-    slider.value = 0  # back to the smaller frame: the area keeps its size
-    assert (image.layout.width, image.layout.height) == grown
+    slider.value = 1  # a larger frame is scaled down into the same area: nothing jumps
+    assert (image.layout.width, image.layout.height) == ("72px", "72px")
+    assert image.value == SliderFigure(_sized, {"a": [0, 1]}).frame([1])
+    slider.value = 0
+    assert (image.layout.width, image.layout.height) == ("72px", "72px")
+
+
+def test_every_layer_of_a_layer_control_has_one_size():
+    """Chapter 5's controls step through layers on one grid of tiles (viz.layer_grid)."""
+    import torch
+
+    from kronlib.models import LENET5_LAYERS, LeNet5
+    from kronlib.viz import effective_kernels_figure, layer_grid
+    from kronlib.widgets import figure_bytes, image_size
+
+    torch.manual_seed(0)
+    model, x = LeNet5().eval(), torch.rand(1, 32, 32)
+    grid = layer_grid(model, x, list(LENET5_LAYERS), ncols=15)
+    assert grid == (8, 15)  # fc1's 120 units in rows of 15
+    sizes = {
+        image_size(
+            figure_bytes(effective_kernels_figure(model, x, layer, label="L", grid=grid), 40)
+        )
+        for layer in LENET5_LAYERS
+    }
+    assert len(sizes) == 1
+    with pytest.raises(ValueError, match="no room for 120 channels"):
+        effective_kernels_figure(model, x, "fc1", label="L", grid=(2, 15))
+    with pytest.raises(ValueError, match="no layer \\['conv9'\\]"):
+        layer_grid(model, x, ["conv9"], ncols=15)
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="ncols must be a positive int"):
+            layer_grid(model, x, ["conv1"], ncols=bad)
 
 
 def test_static_frames_share_one_size():

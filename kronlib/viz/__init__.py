@@ -50,6 +50,7 @@ from kronlib.viz.virtual import (
     SIGNED_CMAP,
     channel_mosaic,
     effective_kernels_figure,
+    layer_grid,
     layer_view_figure,
     templates_figure,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "image_grid",
     "integer_ticks",
     "intervals_figure",
+    "layer_grid",
     "layer_spectrum_figure",
     "layer_view_figure",
     "markdown_table",

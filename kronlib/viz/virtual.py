@@ -80,6 +80,7 @@ def channel_mosaic(
     crop: int | None = None,
     kernel_bound: float | None = None,
     activation_range: tuple[float, float] | None = None,
+    rows: int | None = None,
 ) -> np.ndarray:
     """One RGB image holding, per channel, its activation map and its effective kernel.
 
@@ -97,6 +98,7 @@ def channel_mosaic(
         crop: show each kernel's ``crop×crop`` window around its support (its receptive field).
         kernel_bound: the colour scale of kernels (default: :func:`robust_bound`).
         activation_range: the colour scale of activations (default: their min and max).
+        rows: at least this many rows (blank below the channels), for mosaics of one size.
 
     Returns:
         ``(rows·(tile + gap), ncols·width, 3)`` floats in ``[0, 1]``.
@@ -104,7 +106,7 @@ def channel_mosaic(
     k = as_float_tensor(kernels, "kernels").detach().cpu().double().sum(1).numpy()
     n = k.shape[0]
     gap = max(2, tile // 8)
-    rows = -(-n // ncols)
+    rows = max(-(-n // ncols), rows or 0)
     width = 2 * tile + gap if activations is not None else tile + gap
     mosaic = np.ones((rows * (tile + gap), ncols * width, 3))
     bound = kernel_bound or robust_bound(k)
@@ -138,6 +140,7 @@ def layer_view_figure(
     *,
     ncols: int = 8,
     crop: int | None = None,
+    grid: tuple[int, int] | None = None,
 ) -> Figure:
     """A layer at a glance: per channel, its activation map beside its effective kernel.
 
@@ -151,9 +154,19 @@ def layer_view_figure(
         title: the figure's title.
         ncols: at most this many channels per row.
         crop: show each kernel's receptive-field window, ``crop×crop``, enlarged.
+        grid: ``(rows, columns)`` of tiles to draw on, whatever the number of channels (at
+            least enough for them): every layer of a control then has the same size and tile
+            scale (:func:`layer_grid`). Default: ``ncols`` columns (fewer for few channels).
     """
     k = as_float_tensor(kernels, "kernels")
     n = k.shape[0]
+    if grid is not None:
+        rows, columns = (int(v) for v in grid)
+        if rows < 1 or columns < 1 or rows * columns < n:
+            raise ValueError(f"grid {grid} has no room for {n} channels")
+        ncols = columns
+    else:
+        rows, columns = -(-n // ncols), min(ncols, n)
     # one scale for the tiles and their colour bars
     bound = robust_bound(k.detach().cpu().double().sum(1).numpy())
     span = None
@@ -161,15 +174,16 @@ def layer_view_figure(
         a = as_float_tensor(activations, "activations").detach().cpu().double()
         low, high = float(a.min()), float(a.max())
         span = (low, high if high > low else low + 1)
-    tile = 40 if n > 32 else 56
+    tile = 40 if rows * columns > 32 else 56
     mosaic = channel_mosaic(
         activations,
         k,
-        ncols=min(ncols, n),
+        ncols=columns,
         tile=tile,
         crop=crop,
         kernel_bound=bound,
         activation_range=span,
+        rows=rows,
     )
     width = 10.5
     picture = width * mosaic.shape[0] / mosaic.shape[1]
@@ -189,8 +203,47 @@ def layer_view_figure(
     return fig
 
 
+def layer_grid(
+    model: nn.Module, x: ArrayLike, layers: Sequence[str], ncols: int
+) -> tuple[int, int]:
+    """The tile grid ``(rows, ncols)`` that holds the channels of every one of ``layers``.
+
+    Pass it as ``grid`` to :func:`effective_kernels_figure` in a control that steps through
+    layers: every frame then has the same size (a live picture that does not jump).
+
+    Args:
+        model: a chain of named layers (``model.named_children()``).
+        x: one input ``(C, H, W)``; one forward pass counts each layer's channels.
+        layers: names of layers of the chain.
+        ncols: channels per row.
+    """
+    if not isinstance(ncols, int) or isinstance(ncols, bool) or ncols < 1:
+        raise ValueError(f"ncols must be a positive int, got {ncols!r}")
+    wanted = list(layers)
+    children = dict(model.named_children())
+    unknown = [name for name in wanted if name not in children]
+    if unknown:
+        raise ValueError(f"no layer {unknown} in the model; it has {list(children)}")
+    value = as_float_tensor(x, "x").detach().clone()[None]
+    channels: dict[str, int] = {}
+    with torch.no_grad():
+        for name, child in children.items():
+            value = child(value)
+            channels[name] = int(value.shape[1])
+            if all(n in channels for n in wanted):
+                break
+    rows = max(-(-channels[name] // ncols) for name in wanted)
+    return rows, ncols
+
+
 def effective_kernels_figure(
-    model: nn.Module, x: ArrayLike, layer: str, *, label: str, ncols: int = 16
+    model: nn.Module,
+    x: ArrayLike,
+    layer: str,
+    *,
+    label: str,
+    ncols: int = 16,
+    grid: tuple[int, int] | None = None,
 ) -> Figure:
     """One layer of a chain model for one input: activations beside effective kernels.
 
@@ -204,6 +257,8 @@ def effective_kernels_figure(
         layer: a layer name of the chain.
         label: what the title calls the model and the input (``"LeNet-5, digit 3"``).
         ncols: at most this many channels per row.
+        grid: a fixed ``(rows, columns)`` of tiles (:func:`layer_grid`), so that every layer's
+            figure has the same size.
     """
     from kronlib.relu import receptive_fields
     from kronlib.virtual import effective_kernels
@@ -216,7 +271,9 @@ def effective_kernels_figure(
         f"kernels {side}×{side}"
     )
     crop = side if side < size else None
-    return layer_view_figure(view.activations, view.kernels, title, ncols=ncols, crop=crop)
+    return layer_view_figure(
+        view.activations, view.kernels, title, ncols=ncols, crop=crop, grid=grid
+    )
 
 
 def templates_figure(
