@@ -29,6 +29,7 @@ Modules:
     kronlib.widgets   slider figures: live in Jupyter, precomputed frames in HTML
     kronlib.glue      numbers computed in code, quoted in the prose (book and JupyterLab alike)
     kronlib.lab       make lab: JupyterLab saving notebooks without outputs, outputs kept aside
+    kronlib.prose     citations, chapter links, figure numbers: JupyterLab shows the book's
     kronlib.color     colour statistics of images and factors
     kronlib.testing   numerical assertions and the jacrev referee
     kronlib.timing    medians of repeated timings (benchmarks)

@@ -4,16 +4,14 @@ A chapter's Markdown is read twice: by the book (Sphinx with myst-nb and sphinxc
 and live in JupyterLab (``jupyterlab-myst``), which knows neither the bibliography nor the other
 chapters. So the chapters write citations and links to other chapters as inline expressions that
 the kernel evaluates in JupyterLab, and that the book's Sphinx extension turns back into roles
-before a page is parsed (:func:`eval_to_roles`):
+before a page is parsed (:func:`eval_to_roles`). What a chapter's Markdown says, and (right)
+what the book parses::
 
-==========================================  ==========================================
-in a chapter's Markdown                     what the book parses
-==========================================  ==========================================
-``{eval}`cite("eckart1936", "golub2013")``  ``{cite:p}`eckart1936,golub2013```
-``{eval}`cite_t("vanloan1993")```           ``{cite:t}`vanloan1993```
-``{eval}`doc("chapter 1", "01_image…")```   ``{doc}`chapter 1 <01_image…>```
-``{eval}`ref("chapter 2", "ch2-two…")```    ``{ref}`chapter 2 <ch2-two…>```
-==========================================  ==========================================
+    {eval}`cite("eckart1936", "golub2013")`      {cite:p}`eckart1936,golub2013`
+    {eval}`cite_t("vanloan1993")`                {cite:t}`vanloan1993`
+    {eval}`doc("chapter 1", "01_image_factorization")`
+                                                 {doc}`chapter 1 <01_image_factorization>`
+    {eval}`ref("chapter 2", "ch2-two-make-one")` {ref}`chapter 2 <ch2-two-make-one>`
 
 In the kernel, :func:`cite` formats with sphinxcontrib-bibtex's own author-year style from
 ``references.bib``, so both readers see the same characters ("[Eckart and Young, 1936, Golub and
@@ -40,9 +38,11 @@ __all__ = [
     "FigureNumbers",
     "LiveLink",
     "book_root",
+    "caption_figure",
     "cite",
     "cite_t",
     "doc",
+    "document_figures",
     "eval_to_roles",
     "figure_numbers",
     "ref",
