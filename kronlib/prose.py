@@ -15,8 +15,8 @@ what the book parses::
 
 In the kernel, :func:`cite` formats with sphinxcontrib-bibtex's own author-year style from
 ``references.bib``, so both readers see the same characters ("[Eckart and Young, 1936, Golub and
-Van Loan, 2013]"), with the full reference as the link's tooltip; :func:`doc` and :func:`ref` are
-links that JupyterLab opens as the chapter's notebook.
+Van Loan, 2013]"), each with its full entry as a tooltip; :func:`doc` and :func:`ref` are links
+that JupyterLab opens as the chapter's notebook.
 
 Figures are numbered through the whole book, in the order of ``_toc.yml`` (Sphinx's numbering
 without section numbers); :func:`figure_numbers` counts them from the sources the same way, for
@@ -50,7 +50,6 @@ __all__ = [
 ]
 
 BIBLIOGRAPHY = "references.bib"  # beside the chapters
-BIBLIOGRAPHY_PAGE = "references.md"
 TOC = "_toc.yml"
 # a figure cell whose picture needs downloaded weights: not drawn (so not numbered) offline
 OPTIONAL_FIGURE_TAG = "figure-needs-weights"
@@ -139,7 +138,7 @@ class _Builder:
     name = "html"
 
     def get_relative_uri(self, from_: str, to: str) -> str:
-        return BIBLIOGRAPHY_PAGE
+        return "references.html"
 
 
 def _citation(role: str, keys: tuple[str, ...], folder: str | Path | None) -> LiveLink:
@@ -177,7 +176,10 @@ def _citation(role: str, keys: tuple[str, ...], folder: str | Path | None) -> Li
     for node in rendered:
         text += node.astext()
         if isinstance(node, nodes.reference):
-            parts.append(_anchor(node.astext(), BIBLIOGRAPHY_PAGE, node.get("reftitle")))
+            # the entry in full as a tooltip; no link: references.md is a {bibliography}
+            # directive, which JupyterLab would show as it is written
+            title = html.escape(node.get("reftitle") or "")
+            parts.append(f'<span title="{title}">{html.escape(node.astext())}</span>')
         else:
             parts.append(html.escape(node.astext()))
     return LiveLink(text, "".join(parts))
