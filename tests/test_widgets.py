@@ -133,6 +133,24 @@ def test_every_layer_of_a_layer_control_has_one_size():
             layer_grid(model, x, ["conv1"], ncols=bad)
 
 
+def test_counting_a_layers_channels_changes_nothing():
+    import torch
+
+    from kronlib.models import DeepCNN
+    from kronlib.viz import layer_grid
+
+    torch.manual_seed(0)
+    model = DeepCNN().train()
+    model.conv1.eval()  # mixed modes come back as they were
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(1, 32, 32)
+    x_before = x.clone()
+    assert layer_grid(model, x, ["pool1", "fc"], ncols=16) == (1, 16)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training and not model.conv1.training and model.bn1.training
+    assert torch.equal(x, x_before)
+
+
 def test_static_frames_share_one_size():
     page = SliderFigure(_sized, {"a": [0, 1, 2]}).static_html()
     sizes = {

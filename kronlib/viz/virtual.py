@@ -226,12 +226,20 @@ def layer_grid(
         raise ValueError(f"no layer {unknown} in the model; it has {list(children)}")
     value = as_float_tensor(x, "x").detach().clone()[None]
     channels: dict[str, int] = {}
-    with torch.no_grad():
-        for name, child in children.items():
-            value = child(value)
-            channels[name] = int(value.shape[1])
-            if all(n in channels for n in wanted):
-                break
+    # in eval mode for the count (a BatchNorm in training mode would update its statistics),
+    # each module's mode restored afterwards
+    modes = {module: module.training for module in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            for name, child in children.items():
+                value = child(value)
+                channels[name] = int(value.shape[1])
+                if all(n in channels for n in wanted):
+                    break
+    finally:
+        for module, training in modes.items():
+            module.training = training
     rows = max(-(-channels[name] // ncols) for name in wanted)
     return rows, ncols
 
