@@ -14,6 +14,7 @@ from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from kronlib._validate import ArrayLike, as_float_tensor
@@ -80,7 +81,6 @@ def channel_mosaic(
     crop: int | None = None,
     kernel_bound: float | None = None,
     activation_range: tuple[float, float] | None = None,
-    rows: int | None = None,
 ) -> np.ndarray:
     """One RGB image holding, per channel, its activation map and its effective kernel.
 
@@ -98,7 +98,6 @@ def channel_mosaic(
         crop: show each kernel's ``crop×crop`` window around its support (its receptive field).
         kernel_bound: the colour scale of kernels (default: :func:`robust_bound`).
         activation_range: the colour scale of activations (default: their min and max).
-        rows: at least this many rows (blank below the channels), for mosaics of one size.
 
     Returns:
         ``(rows·(tile + gap), ncols·width, 3)`` floats in ``[0, 1]``.
@@ -106,7 +105,7 @@ def channel_mosaic(
     k = as_float_tensor(kernels, "kernels").detach().cpu().double().sum(1).numpy()
     n = k.shape[0]
     gap = max(2, tile // 8)
-    rows = max(-(-n // ncols), rows or 0)
+    rows = -(-n // ncols)
     width = 2 * tile + gap if activations is not None else tile + gap
     mosaic = np.ones((rows * (tile + gap), ncols * width, 3))
     bound = kernel_bound or robust_bound(k)
@@ -175,20 +174,25 @@ def layer_view_figure(
         low, high = float(a.min()), float(a.max())
         span = (low, high if high > low else low + 1)
     tile = 40 if rows * columns > 32 else 56
+    shown = min(columns, n)  # a layer with fewer channels is centred, at the grid's scale
     mosaic = channel_mosaic(
         activations,
         k,
-        ncols=columns,
+        ncols=shown,
         tile=tile,
         crop=crop,
         kernel_bound=bound,
         activation_range=span,
-        rows=rows,
     )
     width = 10.5
-    picture = width * mosaic.shape[0] / mosaic.shape[1]
-    fig = NotebookFigure(figsize=(width, picture + 1.25), layout="constrained")
-    grid = fig.add_gridspec(2, 2, height_ratios=[picture, 0.18])
+    inches_per_pixel = width / (mosaic.shape[1] / shown * columns)
+    picture = mosaic.shape[0] * inches_per_pixel
+    # a fixed grid keeps the figure's height for all its rows; the rows this layer does not
+    # fill are left blank below the colour bars, as the static book pads its frames
+    blank = picture / -(-n // shown) * rows - picture
+    heights = [picture, 0.18] + ([blank] if blank > 1e-9 else [])
+    fig = NotebookFigure(figsize=(width, picture + blank + 1.25), layout="constrained")
+    grid = fig.add_gridspec(len(heights), 2, height_ratios=heights)
     ax = fig.add_subplot(grid[0, :])
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_axis_off()
@@ -196,10 +200,12 @@ def layer_view_figure(
     kernel_bar = ScalarMappable(Normalize(-bound, bound), colormaps[SIGNED_CMAP])
     bar = fig.colorbar(kernel_bar, cax=fig.add_subplot(grid[1, 1]), orientation="horizontal")
     bar.set_label("effective kernel (zero is white)", fontsize=9)
+    bar.ax.xaxis.set_major_locator(MaxNLocator(6, symmetric=True))  # labels that do not collide
     if span is not None:
         act_bar = ScalarMappable(Normalize(*span), "viridis")
         bar = fig.colorbar(act_bar, cax=fig.add_subplot(grid[1, 0]), orientation="horizontal")
         bar.set_label("activation", fontsize=9)
+        bar.ax.xaxis.set_major_locator(MaxNLocator(6))
     return fig
 
 
