@@ -177,7 +177,7 @@ def _point(model: nn.Module, x: ArrayLike | None, input_shape: Sequence[int] | N
             )
         return _Point(torch.zeros(shape, dtype=model_dtype, device=device), exact=False)
     point = as_float_tensor(x, "x").detach()
-    if not bool(torch.isfinite(point).all()):
+    if not _all_finite(point):
         raise ValueError(
             "x contains NaN or inf: the virtual matrix is only defined at a finite input"
         )
@@ -186,6 +186,16 @@ def _point(model: nn.Module, x: ArrayLike | None, input_shape: Sequence[int] | N
     dtype = torch.promote_types(point.dtype, model_dtype)
     # a copy: nothing the engine does can reach the caller's tensor
     return _Point(point.to(device=device, dtype=dtype, copy=True), exact=True)
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """Whether ``t`` has no NaN or inf.
+
+    A finite sum means every entry is finite (a NaN or inf makes the sum NaN or inf): one
+    reduction. Only when the sum is not finite (a NaN, an inf, or an overflow of finite
+    entries) is every entry checked.
+    """
+    return math.isfinite(t.sum()) or bool(torch.isfinite(t).all())
 
 
 def _linearise(

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kronlib.models import LeNet5
 from kronlib.testing import jacobian, relative_error
 from kronlib.virtual import UnsupportedLayerError, effective_kernels, virtual_matrix
 
@@ -254,3 +255,144 @@ def test_effective_kernels_sent_back_in_groups_of_rows():
     kernels = effective_kernels(model, x, "4", channels=order).kernels
     assert kernels.shape == (50, 1, 8, 8)
     assert relative_error(kernels, full[order]) < 1e-12
+
+
+# -- the plain-chain loop against the graph walk -------------------------------------------------
+def _walked(traced):
+    """The same trace with the plain-chain loop switched off (and no rule bound yet)."""
+    import dataclasses
+
+    return dataclasses.replace(traced, chain=None, bound={})
+
+
+def _chains():
+    torch.manual_seed(11)
+    relu = nn.ReLU(inplace=True)
+    return [
+        LeNet5(),
+        LeNet5(batchnorm=True, activation="leaky").double().eval(),
+        nn.Sequential(
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(1, 3, 3, padding=1),
+            relu,
+            nn.Dropout(0.3),
+            nn.Conv2d(3, 3, 3, padding=1, padding_mode="reflect"),
+            relu,  # one module twice
+            nn.AvgPool2d(2),
+            nn.Identity(),
+            nn.Flatten(),
+            nn.Linear(48, 7),
+        )
+        .double()
+        .eval(),
+    ]
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_the_chain_loop_gives_what_the_graph_walk_gives(index):
+    from kronlib import graph
+    from kronlib.rules import Policy
+
+    model = _chains()[index]
+    dtype = next(model.parameters()).dtype
+    x = torch.randn(1, 32, 32, dtype=dtype) if index < 2 else torch.randn(1, 8, 8, dtype=dtype)
+    traced = graph.trace(model)
+    assert traced.chain is not None and len(traced.chain) == len(traced.nodes) - 2
+    for policy in (Policy(True), Policy(False), Policy(True, average_maxpool=True)):
+        fast = graph.linearise(traced, x, policy)
+        walked = graph.linearise(_walked(traced), x, policy)
+        assert fast.chain and not walked.chain
+        assert list(fast.steps) == list(walked.steps)
+        assert fast.output is walked.output and fast.input is walked.input
+        for node, value in walked.values.items():
+            assert torch.equal(fast.values[node], value)
+        for node in [*list(fast.steps)[::3], fast.output]:
+            shape = fast.values[node].shape[1:]
+            seed = torch.randn(5, *shape, dtype=dtype)
+            before = seed.clone()
+            rows = graph.pull_back(fast, {node: seed})
+            assert torch.equal(rows, graph.pull_back(walked, {node: seed}))
+            assert torch.equal(seed, before)  # the seed is never overwritten
+            cut = graph.linearise(traced, x, policy, until=node)
+            assert list(cut.steps)[-1] is node and cut.output is walked.output
+            assert torch.equal(graph.pull_back(cut, {node: seed}), rows)
+    assert_exact(model.double(), x.double())
+
+
+def test_chains_the_loop_does_not_take():
+    from kronlib import graph
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x) + x
+
+    not_chains = [
+        Twice(),
+        nn.Sequential(nn.Conv2d(1, 2, 3), nn.GELU()),  # a layer without a rule
+        nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.ReLU(inplace=True)),  # into a view
+        nn.Sequential(),
+    ]
+    for model in not_chains:
+        assert graph.trace(model).chain is None
+    with pytest.raises(UnsupportedLayerError, match="GELU"):
+        virtual_matrix(not_chains[1], torch.randn(1, 5, 5))
+    with pytest.raises(UnsupportedLayerError, match="shares memory with a view"):
+        virtual_matrix(not_chains[2], torch.randn(1, 5, 5))
+    with pytest.raises(UnsupportedLayerError, match="dropout is active"):
+        virtual_matrix(
+            nn.Sequential(nn.Conv2d(1, 1, 3), nn.Dropout()).train(), torch.randn(1, 5, 5)
+        )
+
+
+# -- the quick check of the trace cache ------------------------------------------------------------
+def test_the_quick_cache_check_sees_every_change_the_key_sees():
+    from kronlib._cache import traced
+
+    class Plain(nn.ReLU):
+        pass
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), Plain()).double()
+    value = torch.ones(())
+    last = traced(model)
+    assert traced(model) is last  # nothing changed: the same trace
+
+    def rename():
+        del model[1].note
+        model[1].other = value  # the same object, last in the dict: only a name differs
+
+    changes = [
+        lambda: setattr(model[1], "note", value),  # a new attribute
+        rename,
+        lambda: setattr(model[1], "__class__", nn.ReLU),  # another class, the same dicts
+        lambda: setattr(model[1], "__class__", Plain),
+        lambda: setattr(Plain, "threshold", 0.5),  # the class's namespace
+        lambda: model[0].register_buffer("extra", torch.zeros(1)),
+        lambda: model.eval(),  # the root's own attribute (and its children's)
+        lambda: setattr(model, "scale", 2.0),
+    ]
+    for change in changes:
+        change()
+        again = traced(model)
+        assert again is not last
+        assert traced(model) is again
+        last = again
+    handle = model[0].register_forward_hook(lambda module, inp, out: out)
+    with pytest.raises(UnsupportedLayerError, match="forward hooks"):
+        traced(model)
+    handle.remove()
+    assert traced(model) is last  # the key is back to what it was
+
+
+def test_the_finite_check_takes_large_inputs_and_refuses_nan_and_inf():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 1))
+    huge = torch.full((4,), 3e38)  # its float32 sum overflows, every entry is finite
+    assert virtual_matrix(net, huge).shape == (1, 4)
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        x = huge.clone()
+        x[2] = bad
+        with pytest.raises(ValueError, match="x contains NaN or inf"):
+            virtual_matrix(net, x)
