@@ -160,7 +160,7 @@ def _point(model: nn.Module, x: ArrayLike | None, input_shape: Sequence[int] | N
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    parameter = next(model.parameters(), None)
+    parameter = _first_parameter(model)
     device = parameter.device if parameter is not None else torch.device("cpu")
     model_dtype = parameter.dtype if parameter is not None else torch.float32
     if model_dtype not in (torch.float32, torch.float64):
@@ -186,6 +186,25 @@ def _point(model: nn.Module, x: ArrayLike | None, input_shape: Sequence[int] | N
     dtype = torch.promote_types(point.dtype, model_dtype)
     # a copy: nothing the engine does can reach the caller's tensor
     return _Point(point.to(device=device, dtype=dtype, copy=True), exact=True)
+
+
+def _first_parameter(model: nn.Module) -> nn.Parameter | None:
+    """``next(model.parameters(), None)``: the first parameter in the modules' pre-order.
+
+    The same walk as ``named_modules`` (each module once, where it first appears), without its
+    generators.
+    """
+    stack, seen = [model], set()
+    while stack:
+        module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        for value in module._parameters.values():
+            if value is not None:
+                return value
+        stack += [m for m in reversed(module._modules.values()) if m is not None]
+    return None
 
 
 def _all_finite(t: torch.Tensor) -> bool:
@@ -318,8 +337,11 @@ def virtual_matrix(
         if index is not None:
             J = J[index.to(J.device)]
     else:
-        picks = torch.arange(n_out) if index is None else index
-        J = pull_back(lin, {lin.output: _one_hot(picks, value.shape[1:], value)})
+        if index is None:  # every row: the identity
+            seed = torch.eye(n_out, dtype=value.dtype, device=value.device)
+        else:
+            seed = _one_hot(index, value.shape[1:], value)
+        J = pull_back(lin, {lin.output: seed.reshape(n_selected, *out_shape)})
         J = J.reshape(n_selected, n_in)
     lead = out_shape if index is None else (n_selected,)
     J = J.reshape(*lead, *in_shape).detach()  # results, not part of anyone's autograd graph

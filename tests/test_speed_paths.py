@@ -396,3 +396,28 @@ def test_the_finite_check_takes_large_inputs_and_refuses_nan_and_inf():
         x[2] = bad
         with pytest.raises(ValueError, match="x contains NaN or inf"):
             virtual_matrix(net, x)
+
+
+def test_max_pool_rows_where_overlapping_windows_pick_the_same_entry():
+    # one large entry inside four 3×3 windows at stride 1: its row gets all four contributions
+    model = nn.Sequential(nn.MaxPool2d(3, stride=1), nn.Flatten(), nn.Linear(9, 2)).double()
+    x = torch.zeros(1, 5, 5, dtype=torch.float64)
+    x[0, 2, 2] = 5.0
+    x[0, 1, 3] = 4.0  # a second peak shared by two windows
+    assert_exact(model, x)
+    pooled = nn.Sequential(nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)).double()
+    assert_exact(pooled, torch.randn(2, 7, 7, dtype=torch.float64))
+
+
+def test_the_first_parameter_is_the_one_parameters_gives():
+    from kronlib.virtual import _first_parameter
+
+    shared = nn.Linear(2, 2)
+    models = [
+        nn.Sequential(nn.ReLU(), nn.Sequential(nn.Flatten(), shared), nn.Linear(3, 3)),
+        nn.Sequential(nn.ReLU(), nn.Identity()),
+        nn.Sequential(shared, shared),
+        LeNet5(batchnorm=True),
+    ]
+    for model in models:
+        assert _first_parameter(model) is next(model.parameters(), None)
