@@ -421,3 +421,22 @@ def test_the_first_parameter_is_the_one_parameters_gives():
     ]
     for model in models:
         assert _first_parameter(model) is next(model.parameters(), None)
+
+
+def test_rows_go_back_through_a_large_linear_weight_in_slabs(monkeypatch):
+    from kronlib.rules import linear
+
+    torch.manual_seed(15)
+    weight = torch.randn(1030, 2048, dtype=torch.float64)  # 16.9 MB: slabs, a short last one
+    for n in (1, 2, 5, 16, 17):
+        cot = torch.randn(n, 1030, dtype=torch.float64)
+        assert relative_error(linear.rows_times_weight(cot, weight), cot @ weight) < 1e-13
+    # in a network, with slabs for every linear layer, against jacrev
+    monkeypatch.setattr(linear, "_SLAB_BYTES", 0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(75, 40), nn.ReLU(), nn.Linear(40, 9)
+    ).double()
+    x = torch.randn(1, 7, 7, dtype=torch.float64)
+    for outputs in ([3, 1, 7], [2, 2], list(range(9))):
+        J = virtual_matrix(model, x, outputs=outputs, method="reverse")
+        assert relative_error(J, jacobian(model, x)[outputs]) < 1e-12
