@@ -684,7 +684,7 @@ def effective_kernels(
         else:
             centre = [s // 2 for s in activation.shape[1:]]
             where = torch.full((n_chosen,), _flat_index(centre, activation.shape[1:]))
-        positions = torch.stack(torch.unravel_index(where.cpu(), activation.shape[1:]), dim=1)
+        positions = _unravel(where.cpu(), activation.shape[1:])
         flat = chosen.to(device) * spatial.shape[1] + where.to(device)
     seed = _one_hot(flat.cpu(), activation.shape, activation[None])
     rows = [pull_back(lin, {node: part}) for part in seed.split(_row_chunk(lin))]
@@ -707,6 +707,18 @@ def _row_chunk(lin: Linearisation) -> int:
         default=1,
     )
     return max(_MIN_CHUNK, _CHUNK_BYTES // max(widest, 1))
+
+
+def _unravel(flat: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """``(n, len(shape))`` row-major positions of the flat indices ``flat`` ``(n,)``.
+
+    ``torch.stack(torch.unravel_index(flat, shape), dim=1)`` in a few integer operations.
+    """
+    axes = []
+    for size in reversed(shape):
+        axes.append(flat % size)
+        flat = flat.div(size, rounding_mode="floor")
+    return torch.stack(axes[::-1], dim=1)
 
 
 def _flat_index(position: Sequence[int], shape: Sequence[int]) -> int:

@@ -440,3 +440,12 @@ def test_rows_go_back_through_a_large_linear_weight_in_slabs(monkeypatch):
     for outputs in ([3, 1, 7], [2, 2], list(range(9))):
         J = virtual_matrix(model, x, outputs=outputs, method="reverse")
         assert relative_error(J, jacobian(model, x)[outputs]) < 1e-12
+
+
+def test_positions_unravel_as_torch_does():
+    from kronlib.virtual import _unravel
+
+    for shape in [(7,), (3, 4), (2, 3, 5)]:
+        flat = torch.randperm(int(torch.tensor(shape).prod()))
+        expected = torch.stack(torch.unravel_index(flat, shape), dim=1)
+        assert torch.equal(_unravel(flat, shape), expected)
