@@ -14,12 +14,21 @@ one dies, its ``id`` may be reused, so its callback retires the entry) and stron
 rest (numbers, strings, tuples, plain dicts), whose ids cannot be reused while held.
 
 Hooks do not change the key (hook dicts are filled in place); they are checked on every call.
+
+A repeat call compares without building the key: the entry keeps the dicts it was built from
+(each module's ``__dict__``, parameters, buffers, children and forward-hook dicts, and its classes'
+namespaces) and the names, value ids and sizes they held, and checks them in a few flat passes
+(:func:`_unchanged`). If every dict still holds the same names bound to the same objects, the walk
+would reach the same modules and build the same key; on any difference the key is built and
+compared as before.
 """
 
 from __future__ import annotations
 
+import operator
 import weakref
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from torch import nn
@@ -31,9 +40,31 @@ __all__ = ["traced"]
 
 
 @dataclass
+class _Snapshot:
+    """What :func:`_unchanged` compares: the dicts behind the key and what they held.
+
+    The root model's own dicts are not kept (they are read from the model at each call, so that
+    the cache never holds its own key alive); ``holders`` are those of the other modules and of
+    the classes, in the order of the walk, and ``views`` their live ``values()``.
+    """
+
+    root: type  # the model's class
+    modules: list[nn.Module]  # every other module met
+    kinds: list[type]  # the class of each
+    classes: list[type]  # every class met (the root's included)
+    mros: list[tuple[type, ...]]  # the method resolution order of each
+    holders: list[Any]
+    views: list[Any]
+    sizes: list[int]  # len of every holder, the root's six first
+    names: list[Any]  # every key of every holder, flattened
+    ids: list[int]  # the id of every value of every holder, flattened
+
+
+@dataclass
 class _Entry:
     key: list[Any]
     traced: TracedModel
+    snapshot: _Snapshot
     held: list[Any] = field(default_factory=list)  # refs keeping the compared ids unique
     valid: bool = True  # turned off when a weakly held value dies (its id may be reused)
 
@@ -93,6 +124,75 @@ def _fingerprint(model: nn.Module, values: list[Any] | None = None) -> list[Any]
     return key
 
 
+_values = operator.methodcaller("values")
+_mro = operator.attrgetter("__mro__")
+
+
+def _own_dicts(module: nn.Module) -> list[Any]:
+    """A module's state dicts the key is built from, and its forward-hook dicts."""
+    return [
+        module.__dict__,
+        module._parameters,
+        module._buffers,
+        module._modules,
+        module._forward_hooks,
+        module._forward_pre_hooks,
+    ]
+
+
+def _snapshot(model: nn.Module) -> _Snapshot:
+    """The dicts behind ``model``'s key and what they hold now (a hook-free model)."""
+    holders: list[Any] = []
+    modules: list[nn.Module] = []
+    classes: list[type] = []
+    stack: list[nn.Module] = [model]
+    seen: set[int] = set()
+    while stack:
+        module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        kind = type(module)
+        if module is not model:
+            holders += _own_dicts(module)
+            modules.append(module)
+        if kind not in classes:
+            classes.append(kind)
+            holders += [vars(k) for k in kind.__mro__[: kind.__mro__.index(nn.Module)]]
+        stack += [m for m in module._modules.values() if m is not None]
+    every = _own_dicts(model) + holders
+    return _Snapshot(
+        type(model),
+        modules,
+        list(map(type, modules)),
+        classes,
+        list(map(_mro, classes)),
+        holders,
+        list(map(_values, holders)),
+        list(map(len, every)),
+        list(chain.from_iterable(every)),
+        list(map(id, chain.from_iterable(map(_values, every)))),
+    )
+
+
+def _unchanged(model: nn.Module, snapshot: _Snapshot) -> bool:
+    """Whether every dict of the snapshot holds the same names bound to the same objects.
+
+    Then the walk of :func:`_fingerprint` would meet the same modules, classes and values and
+    build the same key. The forward-hook dicts were empty when the snapshot was taken (a model
+    with hooks is refused), so a hook added since changes a size.
+    """
+    own = _own_dicts(model)
+    return (
+        type(model) is snapshot.root
+        and list(map(type, snapshot.modules)) == snapshot.kinds
+        and list(map(_mro, snapshot.classes)) == snapshot.mros
+        and list(map(len, own + snapshot.holders)) == snapshot.sizes
+        and list(chain(chain.from_iterable(own), *snapshot.holders)) == snapshot.names
+        and list(map(id, chain(*map(_values, own), *snapshot.views))) == snapshot.ids
+    )
+
+
 def traced(model: nn.Module) -> TracedModel:
     """The model's trace, reused while nothing it depends on has changed.
 
@@ -102,13 +202,18 @@ def traced(model: nn.Module) -> TracedModel:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    key = _fingerprint(model)
     entry = _TRACES.get(model)
-    if entry is not None and entry.valid and entry.key == key:
-        return entry.traced
+    if entry is not None and entry.valid:
+        global_hooks = torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks
+        if not global_hooks and _unchanged(model, entry.snapshot):
+            return entry.traced
+        key = _fingerprint(model)
+        if entry.key == key:
+            entry.snapshot = _snapshot(model)
+            return entry.traced
     values: list[Any] = []
     key = _fingerprint(model, values)
-    entry = _Entry(key, trace(model))
+    entry = _Entry(key, trace(model), _snapshot(model))
     for value in values:
         if value is model:  # the cache's own key: never held by its entry
             continue

@@ -127,6 +127,10 @@ class TracedModel:
         bound: ``call_module`` node → its rule bound to the module and checked, filled on first
             use (a trace stands for the model's state when it was made: kronlib.virtual
             traces again when that state changes).
+        chain: for a plain chain of layers (each ``call_module`` node reads only the one before
+            it, every layer has a rule, no in-place layer writes into a view), its layer nodes
+            from input to output: :func:`linearise` then runs them in a loop, without the graph
+            walk. ``None`` otherwise.
     """
 
     module: fx.GraphModule
@@ -137,6 +141,7 @@ class TracedModel:
     inputs: dict[fx.Node, tuple[fx.Node, ...]] = field(default_factory=dict)
     in_place: frozenset[fx.Node] = frozenset()
     bound: dict[fx.Node, Rule] = field(default_factory=dict)
+    chain: list[fx.Node] | None = None
 
     @property
     def output(self) -> fx.Node | None:
@@ -219,7 +224,31 @@ def trace(model: nn.Module) -> TracedModel:
     traced = TracedModel(gm, nodes, names, layers, weakref.ref(model))
     traced.inputs = {n: tuple(n.all_input_nodes) for n in nodes}
     traced.in_place = frozenset(n for n in nodes if _writes_in_place(traced, n))
+    traced.chain = _plain_chain(traced)
     return traced
+
+
+def _plain_chain(traced: TracedModel) -> list[fx.Node] | None:
+    """The layer nodes of a plain chain ``input → layer → … → layer → output``, or ``None``.
+
+    Each layer must be a module with a rule, called on the previous node alone; an in-place
+    layer must not write into a view (the general walk refuses that, naming it).
+    """
+    nodes = traced.nodes
+    if len(nodes) < 3 or nodes[0].op != "placeholder" or nodes[0].args:
+        return None
+    layers, previous = nodes[1:-1], nodes[0]
+    for node in layers:
+        if node.op != "call_module" or node.args != (previous,) or node.kwargs:
+            return None
+        if traced.layers[node][1] is None:
+            return None
+        if node in traced.in_place and _is_view(traced, previous):
+            return None
+        previous = node
+    if nodes[-1].op != "output" or nodes[-1].args != (previous,):
+        return None
+    return layers
 
 
 @dataclass(frozen=True)
@@ -240,6 +269,8 @@ class Linearisation:
         values: node → its value at the point (``(1, …)`` tensors for input-dependent nodes).
         steps: input-dependent tensor node → its :class:`Step`.
         input: the placeholder node; ``output``: the node the model returns.
+        chain: whether the steps are a plain chain, in order, each reading the one before
+            (:func:`pull_back` then sends rows back in a loop).
     """
 
     traced: TracedModel
@@ -247,6 +278,7 @@ class Linearisation:
     steps: dict[fx.Node, Step]
     input: fx.Node
     output: fx.Node
+    chain: bool = False
 
     @property
     def approximate(self) -> bool:
@@ -310,6 +342,8 @@ def linearise(
         UnsupportedLayerError: naming the first operation that cannot be represented and why.
         ValueError: when ``point`` does not fit the model (the operation and torch's reason).
     """
+    if traced.chain is not None:
+        return _linearise_chain(traced, traced.chain, point, policy, until)
     gm, root = traced.module, traced.root()
     values: dict[fx.Node, Any] = {}
     tensors: set[fx.Node] = set()  # input-dependent tensors: the input and every step
@@ -391,6 +425,50 @@ def linearise(
                 output = traced.output
                 break
     return Linearisation(traced, values, steps, placeholder, output)
+
+
+def _linearise_chain(
+    traced: TracedModel,
+    layers: list[fx.Node],
+    point: torch.Tensor,
+    policy: Policy,
+    until: fx.Node | None,
+) -> Linearisation:
+    """:func:`linearise` for a plain chain: each layer's rule on the previous layer's value.
+
+    What the graph walk does for a layer called on one input-dependent tensor, without the walk:
+    the rule is bound and checked once per trace (:func:`_bound_layer`), the value is the rule's
+    (as the walk takes it for modules), an in-place layer reads and writes nothing of the
+    caller's (its rule computes a new value).
+    """
+    placeholder = traced.nodes[0]
+    value = point[None]
+    values: dict[fx.Node, Any] = {placeholder: value}
+    steps: dict[fx.Node, Step] = {}
+    source = placeholder
+    with torch.no_grad():
+        for node in layers:
+            rule = traced.bound.get(node) or _bound_layer(traced, node)
+            lin = _linearised(traced, node, rule, [value], policy, point)
+            value = values[node] = lin.value
+            steps[node] = Step(rule, lin, [source])
+            if node is until:
+                break
+            source = node
+    return Linearisation(traced, values, steps, placeholder, traced.output, chain=True)
+
+
+def _bound_layer(traced: TracedModel, node: fx.Node) -> Rule:
+    """Bind the rule of a layer node to its module, check it and keep it for the trace."""
+    module, rule_type = traced.layers[node]
+    if rule_type is None:
+        raise UnsupportedLayerError(
+            f"{traced.label(node)} is not supported: {why_unsupported('module', module)}"
+        )
+    rule = rule_type.from_module(module)
+    _check(traced, node, rule)
+    traced.bound[node] = rule
+    return rule
 
 
 def _linearised(
@@ -589,6 +667,10 @@ def pull_back(
     Returns:
         ``(n', *in_shape)``: the rows on the input (zero where nothing reaches it).
     """
+    if lin.chain and at is None and edge is None and len(seeds) == 1:
+        ((start, rows),) = seeds.items()
+        if start is lin.input or start in lin.steps:
+            return _pull_back_chain(lin, start, rows)
     pending = dict(seeds)
     # nodes whose pending rows are a tensor only this pass holds (not a seed, not shared with
     # another node, not a view): a step may overwrite those instead of allocating anew
@@ -624,6 +706,24 @@ def pull_back(
         return pending[lin.input]
     shape = lin.values[lin.input].shape[1:]
     return lin.values[lin.input].new_zeros(batch, *shape)
+
+
+def _pull_back_chain(lin: Linearisation, start: fx.Node, rows: torch.Tensor) -> torch.Tensor:
+    """:func:`pull_back` of one batch of rows along a plain chain, from ``start`` to the input.
+
+    Rows ``(n, *start_shape)`` → ``(n, *in_shape)``. As in the general walk, a step may overwrite
+    its rows only when they are a tensor this pass made (never the caller's seed).
+    """
+    layers = list(lin.steps)
+    cot, owned = rows, False
+    for node in reversed(layers[: layers.index(start) + 1] if start in lin.steps else []):
+        linearised = lin.steps[node].linearised
+        if owned and linearised.pullback_into is not None:
+            (cot,) = linearised.pullback_into(cot)
+        else:
+            (cot,) = linearised.pullback(cot)
+            owned = linearised.fresh
+    return cot
 
 
 def affine_offset(lin: Linearisation, until: fx.Node) -> torch.Tensor:

@@ -160,7 +160,7 @@ def _point(model: nn.Module, x: ArrayLike | None, input_shape: Sequence[int] | N
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    parameter = next(model.parameters(), None)
+    parameter = _first_parameter(model)
     device = parameter.device if parameter is not None else torch.device("cpu")
     model_dtype = parameter.dtype if parameter is not None else torch.float32
     if model_dtype not in (torch.float32, torch.float64):
@@ -177,7 +177,7 @@ def _point(model: nn.Module, x: ArrayLike | None, input_shape: Sequence[int] | N
             )
         return _Point(torch.zeros(shape, dtype=model_dtype, device=device), exact=False)
     point = as_float_tensor(x, "x").detach()
-    if not bool(torch.isfinite(point).all()):
+    if not _all_finite(point):
         raise ValueError(
             "x contains NaN or inf: the virtual matrix is only defined at a finite input"
         )
@@ -186,6 +186,35 @@ def _point(model: nn.Module, x: ArrayLike | None, input_shape: Sequence[int] | N
     dtype = torch.promote_types(point.dtype, model_dtype)
     # a copy: nothing the engine does can reach the caller's tensor
     return _Point(point.to(device=device, dtype=dtype, copy=True), exact=True)
+
+
+def _first_parameter(model: nn.Module) -> nn.Parameter | None:
+    """``next(model.parameters(), None)``: the first parameter in the modules' pre-order.
+
+    The same walk as ``named_modules`` (each module once, where it first appears), without its
+    generators.
+    """
+    stack, seen = [model], set()
+    while stack:
+        module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        for value in module._parameters.values():
+            if value is not None:
+                return value
+        stack += [m for m in reversed(module._modules.values()) if m is not None]
+    return None
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """Whether ``t`` has no NaN or inf.
+
+    A finite sum means every entry is finite (a NaN or inf makes the sum NaN or inf): one
+    reduction. Only when the sum is not finite (a NaN, an inf, or an overflow of finite
+    entries) is every entry checked.
+    """
+    return math.isfinite(t.sum()) or bool(torch.isfinite(t).all())
 
 
 def _linearise(
@@ -308,8 +337,11 @@ def virtual_matrix(
         if index is not None:
             J = J[index.to(J.device)]
     else:
-        picks = torch.arange(n_out) if index is None else index
-        J = pull_back(lin, {lin.output: _one_hot(picks, value.shape[1:], value)})
+        if index is None:  # every row: the identity
+            seed = torch.eye(n_out, dtype=value.dtype, device=value.device)
+        else:
+            seed = _one_hot(index, value.shape[1:], value)
+        J = pull_back(lin, {lin.output: seed.reshape(n_selected, *out_shape)})
         J = J.reshape(n_selected, n_in)
     lead = out_shape if index is None else (n_selected,)
     J = J.reshape(*lead, *in_shape).detach()  # results, not part of anyone's autograd graph
@@ -652,7 +684,7 @@ def effective_kernels(
         else:
             centre = [s // 2 for s in activation.shape[1:]]
             where = torch.full((n_chosen,), _flat_index(centre, activation.shape[1:]))
-        positions = torch.stack(torch.unravel_index(where.cpu(), activation.shape[1:]), dim=1)
+        positions = _unravel(where.cpu(), activation.shape[1:])
         flat = chosen.to(device) * spatial.shape[1] + where.to(device)
     seed = _one_hot(flat.cpu(), activation.shape, activation[None])
     rows = [pull_back(lin, {node: part}) for part in seed.split(_row_chunk(lin))]
@@ -675,6 +707,18 @@ def _row_chunk(lin: Linearisation) -> int:
         default=1,
     )
     return max(_MIN_CHUNK, _CHUNK_BYTES // max(widest, 1))
+
+
+def _unravel(flat: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """``(n, len(shape))`` row-major positions of the flat indices ``flat`` ``(n,)``.
+
+    ``torch.stack(torch.unravel_index(flat, shape), dim=1)`` in a few integer operations.
+    """
+    axes = []
+    for size in reversed(shape):
+        axes.append(flat % size)
+        flat = flat.div(size, rounding_mode="floor")
+    return torch.stack(axes[::-1], dim=1)
 
 
 def _flat_index(position: Sequence[int], shape: Sequence[int]) -> int:

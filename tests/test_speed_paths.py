@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kronlib.models import LeNet5
 from kronlib.testing import jacobian, relative_error
 from kronlib.virtual import UnsupportedLayerError, effective_kernels, virtual_matrix
 
@@ -254,3 +255,197 @@ def test_effective_kernels_sent_back_in_groups_of_rows():
     kernels = effective_kernels(model, x, "4", channels=order).kernels
     assert kernels.shape == (50, 1, 8, 8)
     assert relative_error(kernels, full[order]) < 1e-12
+
+
+# -- the plain-chain loop against the graph walk -------------------------------------------------
+def _walked(traced):
+    """The same trace with the plain-chain loop switched off (and no rule bound yet)."""
+    import dataclasses
+
+    return dataclasses.replace(traced, chain=None, bound={})
+
+
+def _chains():
+    torch.manual_seed(11)
+    relu = nn.ReLU(inplace=True)
+    return [
+        LeNet5(),
+        LeNet5(batchnorm=True, activation="leaky").double().eval(),
+        nn.Sequential(
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(1, 3, 3, padding=1),
+            relu,
+            nn.Dropout(0.3),
+            nn.Conv2d(3, 3, 3, padding=1, padding_mode="reflect"),
+            relu,  # one module twice
+            nn.AvgPool2d(2),
+            nn.Identity(),
+            nn.Flatten(),
+            nn.Linear(48, 7),
+        )
+        .double()
+        .eval(),
+    ]
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_the_chain_loop_gives_what_the_graph_walk_gives(index):
+    from kronlib import graph
+    from kronlib.rules import Policy
+
+    model = _chains()[index]
+    dtype = next(model.parameters()).dtype
+    x = torch.randn(1, 32, 32, dtype=dtype) if index < 2 else torch.randn(1, 8, 8, dtype=dtype)
+    traced = graph.trace(model)
+    assert traced.chain is not None and len(traced.chain) == len(traced.nodes) - 2
+    for policy in (Policy(True), Policy(False), Policy(True, average_maxpool=True)):
+        fast = graph.linearise(traced, x, policy)
+        walked = graph.linearise(_walked(traced), x, policy)
+        assert fast.chain and not walked.chain
+        assert list(fast.steps) == list(walked.steps)
+        assert fast.output is walked.output and fast.input is walked.input
+        for node, value in walked.values.items():
+            assert torch.equal(fast.values[node], value)
+        for node in [*list(fast.steps)[::3], fast.output]:
+            shape = fast.values[node].shape[1:]
+            seed = torch.randn(5, *shape, dtype=dtype)
+            before = seed.clone()
+            rows = graph.pull_back(fast, {node: seed})
+            assert torch.equal(rows, graph.pull_back(walked, {node: seed}))
+            assert torch.equal(seed, before)  # the seed is never overwritten
+            cut = graph.linearise(traced, x, policy, until=node)
+            assert list(cut.steps)[-1] is node and cut.output is walked.output
+            assert torch.equal(graph.pull_back(cut, {node: seed}), rows)
+    assert_exact(model.double(), x.double())
+
+
+def test_chains_the_loop_does_not_take():
+    from kronlib import graph
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x) + x
+
+    not_chains = [
+        Twice(),
+        nn.Sequential(nn.Conv2d(1, 2, 3), nn.GELU()),  # a layer without a rule
+        nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.ReLU(inplace=True)),  # into a view
+        nn.Sequential(),
+    ]
+    for model in not_chains:
+        assert graph.trace(model).chain is None
+    with pytest.raises(UnsupportedLayerError, match="GELU"):
+        virtual_matrix(not_chains[1], torch.randn(1, 5, 5))
+    with pytest.raises(UnsupportedLayerError, match="shares memory with a view"):
+        virtual_matrix(not_chains[2], torch.randn(1, 5, 5))
+    with pytest.raises(UnsupportedLayerError, match="dropout is active"):
+        virtual_matrix(
+            nn.Sequential(nn.Conv2d(1, 1, 3), nn.Dropout()).train(), torch.randn(1, 5, 5)
+        )
+
+
+# -- the quick check of the trace cache ------------------------------------------------------------
+def test_the_quick_cache_check_sees_every_change_the_key_sees():
+    from kronlib._cache import traced
+
+    class Plain(nn.ReLU):
+        pass
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), Plain()).double()
+    value = torch.ones(())
+    last = traced(model)
+    assert traced(model) is last  # nothing changed: the same trace
+
+    def rename():
+        del model[1].note
+        model[1].other = value  # the same object, last in the dict: only a name differs
+
+    changes = [
+        lambda: setattr(model[1], "note", value),  # a new attribute
+        rename,
+        lambda: setattr(model[1], "__class__", nn.ReLU),  # another class, the same dicts
+        lambda: setattr(model[1], "__class__", Plain),
+        lambda: setattr(Plain, "threshold", 0.5),  # the class's namespace
+        lambda: model[0].register_buffer("extra", torch.zeros(1)),
+        lambda: model.eval(),  # the root's own attribute (and its children's)
+        lambda: setattr(model, "scale", 2.0),
+    ]
+    for change in changes:
+        change()
+        again = traced(model)
+        assert again is not last
+        assert traced(model) is again
+        last = again
+    handle = model[0].register_forward_hook(lambda module, inp, out: out)
+    with pytest.raises(UnsupportedLayerError, match="forward hooks"):
+        traced(model)
+    handle.remove()
+    assert traced(model) is last  # the key is back to what it was
+
+
+def test_the_finite_check_takes_large_inputs_and_refuses_nan_and_inf():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 1))
+    huge = torch.full((4,), 3e38)  # its float32 sum overflows, every entry is finite
+    assert virtual_matrix(net, huge).shape == (1, 4)
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        x = huge.clone()
+        x[2] = bad
+        with pytest.raises(ValueError, match="x contains NaN or inf"):
+            virtual_matrix(net, x)
+
+
+def test_max_pool_rows_where_overlapping_windows_pick_the_same_entry():
+    # one large entry inside four 3×3 windows at stride 1: its row gets all four contributions
+    model = nn.Sequential(nn.MaxPool2d(3, stride=1), nn.Flatten(), nn.Linear(9, 2)).double()
+    x = torch.zeros(1, 5, 5, dtype=torch.float64)
+    x[0, 2, 2] = 5.0
+    x[0, 1, 3] = 4.0  # a second peak shared by two windows
+    assert_exact(model, x)
+    pooled = nn.Sequential(nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)).double()
+    assert_exact(pooled, torch.randn(2, 7, 7, dtype=torch.float64))
+
+
+def test_the_first_parameter_is_the_one_parameters_gives():
+    from kronlib.virtual import _first_parameter
+
+    shared = nn.Linear(2, 2)
+    models = [
+        nn.Sequential(nn.ReLU(), nn.Sequential(nn.Flatten(), shared), nn.Linear(3, 3)),
+        nn.Sequential(nn.ReLU(), nn.Identity()),
+        nn.Sequential(shared, shared),
+        LeNet5(batchnorm=True),
+    ]
+    for model in models:
+        assert _first_parameter(model) is next(model.parameters(), None)
+
+
+def test_rows_go_back_through_a_large_linear_weight_in_slabs(monkeypatch):
+    from kronlib.rules import linear
+
+    torch.manual_seed(15)
+    weight = torch.randn(1030, 2048, dtype=torch.float64)  # 16.9 MB: slabs, a short last one
+    for n in (1, 2, 5, 16, 17):
+        cot = torch.randn(n, 1030, dtype=torch.float64)
+        assert relative_error(linear.rows_times_weight(cot, weight), cot @ weight) < 1e-13
+    # in a network, with slabs for every linear layer, against jacrev
+    monkeypatch.setattr(linear, "_SLAB_BYTES", 0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(75, 40), nn.ReLU(), nn.Linear(40, 9)
+    ).double()
+    x = torch.randn(1, 7, 7, dtype=torch.float64)
+    for outputs in ([3, 1, 7], [2, 2], list(range(9))):
+        J = virtual_matrix(model, x, outputs=outputs, method="reverse")
+        assert relative_error(J, jacobian(model, x)[outputs]) < 1e-12
+
+
+def test_positions_unravel_as_torch_does():
+    from kronlib.virtual import _unravel
+
+    for shape in [(7,), (3, 4), (2, 3, 5)]:
+        flat = torch.randperm(int(torch.tensor(shape).prod()))
+        expected = torch.stack(torch.unravel_index(flat, shape), dim=1)
+        assert torch.equal(_unravel(flat, shape), expected)

@@ -194,4 +194,9 @@ def check_image(x: torch.Tensor) -> None:
 
 def parameter(tensor: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
     """A layer constant in the computation's dtype and device (no float32 in float64 sums)."""
-    return None if tensor is None else tensor.detach().to(dtype=like.dtype, device=like.device)
+    if tensor is None:
+        return None
+    tensor = tensor.detach()
+    if tensor.dtype is like.dtype and tensor.device == like.device:
+        return tensor  # what .to would return, without its argument parsing
+    return tensor.to(dtype=like.dtype, device=like.device)

@@ -11,6 +11,29 @@ from torch import nn
 
 from kronlib.rules.base import Field, Linearised, Policy, Rule, parameter
 
+# a weight this large is read from memory, not cache: a few rows go back through it in slabs of
+# _SLAB rows of W, each slab's product added up, so that the whole of W is read once (a single
+# matrix product of a few rows first copies all of W into the layout its kernel wants: three
+# passes over memory instead of one; 2× faster for AlexNet's and VGG's first linear layers)
+_SLAB_BYTES = 16 << 20
+_SLAB = 16
+_FEW_ROWS = 16
+
+
+def rows_times_weight(cot: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``cot @ weight``: rows ``(n, …, out)`` back through ``W`` ``(out, in)`` → ``(n, …, in)``.
+
+    The same sums (in another order for a large ``W`` and 2 to 16 rows, see ``_SLAB_BYTES``).
+    """
+    n, out = cot.shape[0], weight.shape[0]
+    large = weight.numel() * weight.element_size() >= _SLAB_BYTES
+    if not (large and cot.ndim == 2 and 2 <= n <= _FEW_ROWS and out > _SLAB):
+        return cot @ weight
+    rows = cot[:, :_SLAB] @ weight[:_SLAB]
+    for start in range(_SLAB, out, _SLAB):
+        rows.addmm_(cot[:, start : start + _SLAB], weight[start : start + _SLAB])
+    return rows
+
 
 @dataclass(frozen=True, eq=False)
 class Linear(Rule):
@@ -39,7 +62,7 @@ class Linear(Rule):
         return Linearised(
             F.linear(x, weight, bias),
             lambda tangents: tangents[0] @ weight.T,
-            lambda cot: [cot @ weight],
+            lambda cot: [rows_times_weight(cot, weight)],
             fresh=True,
         )
 
