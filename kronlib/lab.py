@@ -251,7 +251,11 @@ def without_lab_cells(notebook: dict) -> dict:
 
 
 def first_figure_number(notebook_path: str | os.PathLike) -> int | None:
-    """The book's number of the first figure of ``notebook_path`` (None outside the book)."""
+    """The book's number of the first figure of ``notebook_path``.
+
+    ``None`` for a notebook that is not a page of the book's ``_toc.yml`` (or when no book is
+    found above it).
+    """
     from kronlib.prose import book_root, figure_numbers
 
     path = Path(notebook_path).resolve()
@@ -297,7 +301,7 @@ class OutputsAsideContentsManager(_manager_base()):  # type: ignore[misc]
     async def get(self, path: str, content: bool = True, type: str | None = None, **kwargs: Any):
         """The notebook as on disk, with the outputs set aside for its unchanged cells.
 
-        The book's figure captions and numbering are added (:func:`with_lab_cells`).
+        A page of the book also gets its figure captions and numbering (:func:`with_lab_cells`).
         """
         model = await super().get(path, content=content, type=type, **kwargs)
         if model.get("type") == "notebook" and content and model.get("content") is not None:
@@ -314,8 +318,9 @@ class OutputsAsideContentsManager(_manager_base()):  # type: ignore[misc]
                     self.log.warning("kronlib.lab: unreadable outputs in %s, ignored", target)
                 else:
                     model["content"] = nbformat.from_dict(merge_outputs(model["content"], aside))
-            lab = with_lab_cells(model["content"], first_figure_number(os_path))
-            model["content"] = nbformat.from_dict(lab)
+            first = first_figure_number(os_path)
+            if first is not None:  # a page of the book (a scratch notebook is left as it is)
+                model["content"] = nbformat.from_dict(with_lab_cells(model["content"], first))
         return model
 
 

@@ -121,6 +121,8 @@ def test_merge_outputs_puts_back_only_what_is_unchanged():
 
 
 def test_contents_manager_saves_without_outputs_and_reopens_with_them(tmp_path):
+    # a page of a book: its _toc.yml lists the chapter
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: chapter\n")
     manager = OutputsAsideContentsManager(root_dir=str(tmp_path))
     notebook = _run_notebook()
     model = {"type": "notebook", "format": "json", "content": notebook}
@@ -158,7 +160,17 @@ def test_unreadable_aside_files_are_ignored(tmp_path, bad):
     asyncio.run(manager.save(model, "c.ipynb"))
     aside_path(tmp_path / "c.ipynb").write_text(bad)
     reopened = asyncio.run(manager.get("c.ipynb"))["content"]
-    assert reopened.cells[2].outputs == []
+    assert reopened.cells[1].outputs == []
+
+
+def test_a_notebook_outside_the_book_gets_no_lab_cells(tmp_path):
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: chapter\n")
+    manager = OutputsAsideContentsManager(root_dir=str(tmp_path))
+    model = {"type": "notebook", "format": "json", "content": _run_notebook()}
+    asyncio.run(manager.save(model, "scratch.ipynb"))
+    reopened = asyncio.run(manager.get("scratch.ipynb"))["content"]
+    assert not any(cell.metadata.get(LAB_ONLY) for cell in reopened.cells)
+    assert len(reopened.cells) == len(_run_notebook()["cells"])
 
 
 def test_the_kernelspec_on_disk_is_kept_for_the_same_kernel():
