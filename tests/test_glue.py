@@ -142,7 +142,9 @@ def test_notebooks_quote_numbers_the_way_jupyterlab_reads(path):
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     text = "\n".join("".join(cell["source"]) for cell in cells)
     for old in ("{glue:text}", "{glue:figure}", "{glue}", "from myst_nb import glue"):
-        assert old not in text, f"{path.name} still uses {old}: run python3 tools/glue_to_eval.py"
+        assert old not in text, (
+            f"{path.name} still uses {old}: run .venv/bin/python tools/glue_to_eval.py"
+        )
     assert _script().main([str(path), "--check"]) == 0
     code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
     if 'glued("' in text:  # JupyterLab evaluates the roles in the kernel: glued must exist there
