@@ -404,9 +404,11 @@ def _link_jupyter(venv: Path, base: Path) -> None:
     base_kernel = base / "share" / "jupyter" / "kernels" / "python3"
     for logo in base_kernel.glob("logo*"):
         shutil.copy(logo, kernel / logo.name)
+    # the kernel logs errors only: its "running over TCP without encryption" warning (a kernel
+    # on the loopback, as every notebook run here) would print into every build and test log
     spec = {
         "argv": [str(venv / "bin" / "python"), "-m", "ipykernel_launcher", "-f",
-                 "{connection_file}"],
+                 "{connection_file}", "--IPKernelApp.log_level=ERROR"],
         "display_name": "Python 3 (ipykernel)",
         "language": "python",
         "metadata": {"debugger": True},
