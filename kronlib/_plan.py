@@ -33,8 +33,12 @@ _FAILURES = (RuntimeError, ValueError, TypeError, IndexError)
 
 
 def layout(point: torch.Tensor, policy: Policy) -> tuple[Any, ...]:
-    """The key of a plan: the input's shape, dtype and device (no batch axis) and the policy."""
-    return (policy, tuple(point.shape), point.dtype, point.device)
+    """The key of a plan: the input's shape, dtype and device (no batch axis) and the policy.
+
+    The policy's fields, not the policy (whose dataclass ``__eq__`` and ``__hash__`` run in
+    Python).
+    """
+    return (policy.exact, policy.average_maxpool, tuple(point.shape), point.dtype, point.device)
 
 
 @dataclass(frozen=True)
@@ -45,35 +49,43 @@ class ChainPlan:
         runs: each layer's ``run``, input to output.
         backs: each layer's ``back``, output to input.
         out_shape: the model's output shape (no batch axis).
+        identity: ``(out_numel, *out_shape)``, every output's one-hot row (made once; never
+            written into, nor handed out).
     """
 
     runs: tuple[Callable[[torch.Tensor], tuple[torch.Tensor, Any]], ...]
     backs: tuple[Callable[[torch.Tensor, Any, bool], tuple[torch.Tensor, bool]], ...]
     out_shape: tuple[int, ...]
+    identity: torch.Tensor
 
     def rows(
-        self, point: torch.Tensor, seed: torch.Tensor
+        self, point: torch.Tensor, seed: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The model's output at ``point`` and ``seed``'s rows sent back to the input.
 
         Args:
             point: ``in_shape``, the point (never written into).
-            seed: ``(n, *out_shape)`` rows on the output (never written into).
+            seed: ``(n, *out_shape)`` rows on the output (never written into); ``None`` for
+                every output (:attr:`identity`).
 
         Returns:
             ``(value, rows)``: ``(1, *out_shape)`` and ``(n, *in_shape)``; ``None`` when the
             model no longer fits the plan (the caller then takes the general path).
         """
-        value, saved = point[None], []
+        value, saved = point.unsqueeze(0), []
+        start = self.identity if seed is None else seed
         try:
-            for run in self.runs:
-                value, kept = run(value)
-                saved.append(kept)
-            cot, owned = seed, False
-            for back, kept in zip(self.backs, reversed(saved), strict=True):
-                cot, owned = back(cot, kept, owned)
+            with torch.no_grad():
+                for run in self.runs:
+                    value, kept = run(value)
+                    saved.append(kept)
+                cot, owned = start, False
+                for back, kept in zip(self.backs, reversed(saved), strict=True):
+                    cot, owned = back(cot, kept, owned)
         except _FAILURES:
             return None
+        if seed is None and (cot is start or cot._base is start):
+            cot = cot.clone()  # a chain of identities and reshapes: the identity is the plan's
         return value, cot
 
 
@@ -93,10 +105,15 @@ def compile_chain(lin: Linearisation, policy: Policy) -> ChainPlan | None:
         x, value = lin.values[source], lin.values[node]
         stages.append(step.rule.stage(x, value, policy) or _general_stage(step.rule, policy))
         source = node
+    value = lin.values[lin.output]
+    out_shape = tuple(value.shape[1:])
+    n_out = value[0].numel()
+    identity = torch.eye(n_out, dtype=value.dtype, device=value.device)
     return ChainPlan(
         tuple(s.run for s in stages),
         tuple(s.back for s in reversed(stages)),
-        tuple(lin.values[lin.output].shape[1:]),
+        out_shape,
+        identity.reshape(n_out, *out_shape).clone(),  # a base tensor: views of it name it
     )
 
 
@@ -104,8 +121,7 @@ def _general_stage(rule: Rule, policy: Policy) -> Stage:
     """A rule without a stage of its own: :meth:`Rule.linearise` at each call."""
 
     def run(x: torch.Tensor) -> tuple[torch.Tensor, Linearised]:
-        with torch.no_grad():
-            lin = rule.linearise([x], policy)
+        lin = rule.linearise([x], policy)
         return lin.value, lin
 
     def back(cot: torch.Tensor, lin: Linearised, owned: bool) -> tuple[torch.Tensor, bool]:

@@ -177,7 +177,9 @@ def _point(model: nn.Module, x: ArrayLike | None, input_shape: Sequence[int] | N
                 "the data-independent one); got neither"
             )
         return _Point(torch.zeros(shape, dtype=model_dtype, device=device), exact=False)
-    point = as_float_tensor(x, "x").detach()
+    point = as_float_tensor(x, "x")
+    if point.requires_grad:
+        point = point.detach()
     if not _all_finite(point):
         raise ValueError(
             "x contains NaN or inf: the virtual matrix is only defined at a finite input"
@@ -186,6 +188,8 @@ def _point(model: nn.Module, x: ArrayLike | None, input_shape: Sequence[int] | N
         raise ValueError(f"x has shape {tuple(point.shape)} but input_shape says {shape}")
     dtype = torch.promote_types(point.dtype, model_dtype)
     # a copy: nothing the engine does can reach the caller's tensor
+    if point.dtype is dtype and point.device == device:
+        return _Point(point.clone(), exact=True)  # what .to(copy=True) gives, without its parsing
     return _Point(point.to(device=device, dtype=dtype, copy=True), exact=True)
 
 
@@ -335,10 +339,12 @@ def virtual_matrix(
         index = _selection(outputs, value)
         J = _rows(lin, point, value, index, method)
     out_shape, in_shape = tuple(value.shape[1:]), tuple(point.anchor.shape)
-    n_out, n_in = value[0].numel(), point.anchor.numel()
+    n_out, n_in = math.prod(out_shape), point.anchor.numel()
     n_selected = n_out if index is None else len(index)
     lead = out_shape if index is None else (n_selected,)
-    J = J.reshape(*lead, *in_shape).detach()  # results, not part of anyone's autograd graph
+    J = J.reshape(*lead, *in_shape)
+    if J.requires_grad:  # results, not part of anyone's autograd graph
+        J = J.detach()
     if not bias:
         return J
     if lin is not None and lin.approximate:
@@ -373,8 +379,8 @@ def _planned_rows(
     The plan for this layout and policy (:mod:`kronlib._plan`) is made the first time, from the
     general linearisation (which checks every layer and names what does not fit), returned as
     ``lin`` for the caller to reuse; ``lin`` is ``None`` when a plan was already there.
-    ``value`` is ``(1, *out_shape)``, the selected rows flat ``(n, in_numel)`` and ``index``
-    the selection. The rows are ``None`` for a model that is not a plain chain, rows that go
+    ``value`` is ``(1, *out_shape)``, the selected rows ``(n, *in_shape)`` and ``index`` the
+    selection. The rows are ``None`` for a model that is not a plain chain, rows that go
     forward, a linearisation no plan is made of (an approximate one), or a model that no
     longer fits its plan (which is then dropped): the general path runs instead.
     """
@@ -393,12 +399,12 @@ def _planned_rows(
     n_selected = n_out if index is None else len(index)
     if method == "auto" and point.anchor.numel() <= n_selected:
         return lin, None  # forward is cheaper: the general path
-    found = plan.rows(point.anchor, _seed(index, plan.out_shape, point.anchor))
+    seed = None if index is None else _one_hot(index, plan.out_shape, point.anchor)
+    found = plan.rows(point.anchor, seed)
     if found is None:
         traced.plans.pop(key, None)
         return lin, None
-    value, rows = found
-    return lin, (value, rows.reshape(n_selected, -1), index)
+    return lin, (*found, index)
 
 
 def _rows(

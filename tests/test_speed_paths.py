@@ -580,3 +580,13 @@ def test_plans_by_input_shape_and_dtype():
                 tolerance = 1e-5 if dtype == torch.float32 else 1e-10
                 assert relative_error(J, jacobian(model.to(dtype), x)) < tolerance
                 model.float()
+
+
+def test_a_plan_never_hands_out_its_own_identity_rows():
+    # a chain of reshapes and identities sends the identity back as it is: J must be a copy
+    model = nn.Sequential(nn.Flatten(), nn.Identity(), nn.Dropout()).eval()
+    x = torch.randn(2, 3, 3)
+    for _ in range(3):
+        J = virtual_matrix(model, x, method="reverse")
+        assert torch.equal(J.reshape(18, 18), torch.eye(18))
+        J.mul_(5.0)  # the caller's to keep

@@ -50,7 +50,7 @@ class Gate(Rule):
     def gated(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The layer's output at ``x`` ``(1, ...)`` and its gate there (see :meth:`gate`)."""
         # the value as the model computes it, so that later masks fall as they do there
-        value = F.relu(x) if self.slope == 0.0 else F.leaky_relu(x, self.slope)
+        value = torch.relu(x) if self.slope == 0.0 else F.leaky_relu(x, self.slope)
         return value, self.gate(x)
 
     def stage(self, x: torch.Tensor, value: torch.Tensor, policy: Policy) -> Stage:

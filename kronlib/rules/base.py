@@ -36,6 +36,7 @@ __all__ = [
     "check_image",
     "identity_stage",
     "linear_pullback",
+    "live",
     "parameter",
     "pointwise",
 ]
@@ -111,7 +112,8 @@ class Stage:
     Everything that depends only on the layout of the input (its shape, dtype and device) is
     chosen when the stage is made; the layer's parameters are read at each call, so that a
     weight changed in place is seen. Each half computes what :meth:`Rule.linearise` and its
-    :class:`Linearised` pullback compute, with the same operations (the same bits).
+    :class:`Linearised` pullback compute, with the same operations (the same bits). Both are
+    called under ``torch.no_grad()`` (parameters need no detach, see :func:`live`).
 
     Attributes:
         run: ``x`` ``(1, *in_shape)`` → ``(value, saved)``: the layer's output ``(1,
@@ -236,6 +238,13 @@ def check_image(x: torch.Tensor) -> None:
         raise ValueError(
             f"it takes images of shape (C, H, W) (no batch axis), got {tuple(x.shape[1:])}"
         )
+
+
+def live(tensor: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """:func:`parameter` without the detach, for a :class:`Stage` (run under ``no_grad``)."""
+    if tensor is None or (tensor.dtype is like.dtype and tensor.device == like.device):
+        return tensor
+    return tensor.to(dtype=like.dtype, device=like.device)
 
 
 def parameter(tensor: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:

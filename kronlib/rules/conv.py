@@ -19,6 +19,7 @@ from kronlib.rules.base import (
     StaleStageError,
     check_image,
     linear_pullback,
+    live,
     parameter,
 )
 
@@ -144,10 +145,10 @@ class Conv(Rule):
         settings = (self.stride, (top, left), self.dilation, self.groups)
 
         def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            weight = parameter(source, x)
+            weight = live(source, x)
             if weight.shape != shape:
                 raise StaleStageError("the weight's shape changed")
-            return F.conv2d(x, weight, parameter(bias, x), *settings), weight
+            return F.conv2d(x, weight, live(bias, x), *settings), weight
 
         return Stage(run, lambda cot, weight, owned: (transpose(cot, weight), True))
 
@@ -197,7 +198,8 @@ class Conv(Rule):
 
             def depthwise(cot: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
                 n = cot.shape[0]
-                # each row's copy of the kernels, flipped: one copy (flip of the expanded view)
+                # each row's copy of the kernels, flipped: one copy (flip of the expanded view;
+                # repeat is slower for these small kernels)
                 flipped = weight.reshape(1, c_out, 1, *kernel).expand(n, -1, -1, -1, -1)
                 planes = F.conv2d(
                     cot.reshape(1, n * c_out, *cot.shape[2:]),

@@ -9,7 +9,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kronlib.rules.base import Field, Linearised, Policy, Rule, Stage, StaleStageError, parameter
+from kronlib.rules.base import (
+    Field,
+    Linearised,
+    Policy,
+    Rule,
+    Stage,
+    StaleStageError,
+    live,
+    parameter,
+)
 
 # a weight this large is read from memory, not cache: a few rows go back through it in slabs of
 # _SLAB rows of W, each slab's product added up, so that the whole of W is read once (a single
@@ -71,10 +80,10 @@ class Linear(Rule):
         source, bias, shape = self.weight, self.bias, self.weight.shape
 
         def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            weight = parameter(source, x)
+            weight = live(source, x)
             if weight.shape != shape:
                 raise StaleStageError("the weight's shape changed")
-            return F.linear(x, weight, parameter(bias, x)), weight
+            return F.linear(x, weight, live(bias, x)), weight
 
         return Stage(run, lambda cot, weight, owned: (rows_times_weight(cot, weight), True))
 

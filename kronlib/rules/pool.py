@@ -142,14 +142,9 @@ class MaxPool(Rule):
 
     def picks(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The pool's output for ``x`` ``(N, C, H, W)`` and the flat index each output picked."""
-        return F.max_pool2d(
-            x,
-            self.kernel_size,
-            self._stride(),
-            self.padding,
-            self.dilation,
-            self.ceil_mode,
-            return_indices=True,
+        # F.max_pool2d(…, return_indices=True) without its dispatch on return_indices
+        return F.max_pool2d_with_indices(
+            x, self.kernel_size, self._stride(), self.padding, self.dilation, self.ceil_mode
         )
 
     def linearise(self, inputs: Sequence[torch.Tensor], policy: Policy) -> Linearised:
