@@ -186,7 +186,9 @@ def _point(model: nn.Module, x: ArrayLike | None, input_shape: Sequence[int] | N
         )
     if shape is not None and tuple(point.shape) != shape:
         raise ValueError(f"x has shape {tuple(point.shape)} but input_shape says {shape}")
-    dtype = torch.promote_types(point.dtype, model_dtype)
+    dtype = point.dtype
+    if dtype is not model_dtype:
+        dtype = torch.promote_types(dtype, model_dtype)
     # a copy: nothing the engine does can reach the caller's tensor
     if point.dtype is dtype and point.device == device:
         return _Point(point.clone(), exact=True)  # what .to(copy=True) gives, without its parsing
@@ -342,7 +344,8 @@ def virtual_matrix(
     n_out, n_in = math.prod(out_shape), point.anchor.numel()
     n_selected = n_out if index is None else len(index)
     lead = out_shape if index is None else (n_selected,)
-    J = J.reshape(*lead, *in_shape)
+    if J.shape != (*lead, *in_shape):
+        J = J.reshape(*lead, *in_shape)
     if J.requires_grad:  # results, not part of anyone's autograd graph
         J = J.detach()
     if not bias:
