@@ -16,8 +16,9 @@ A plan that fails at a call (a weight of another shape) is dropped and the gener
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -30,6 +31,9 @@ __all__ = ["ChainPlan", "compile_chain", "layout"]
 
 # what a stage may raise when the model no longer fits the plan (the general path then names it)
 _FAILURES = (RuntimeError, ValueError, TypeError, IndexError)
+# the identity rows are kept with the plan up to this many entries (LeNet's 10 × 10); larger ones
+# are made at each call, as the general path makes them
+_KEPT_IDENTITY = 1 << 12
 
 
 def layout(point: torch.Tensor, policy: Policy) -> tuple[Any, ...]:
@@ -49,14 +53,25 @@ class ChainPlan:
         runs: each layer's ``run``, input to output.
         backs: each layer's ``back``, output to input.
         out_shape: the model's output shape (no batch axis).
-        identity: ``(out_numel, *out_shape)``, every output's one-hot row (made once; never
-            written into, nor handed out).
+        kept: ``{"identity": (out_numel, *out_shape)}``, every output's one-hot row, kept once
+            made when small (never written into, nor handed out).
     """
 
     runs: tuple[Callable[[torch.Tensor], tuple[torch.Tensor, Any]], ...]
     backs: tuple[Callable[[torch.Tensor, Any, bool], tuple[torch.Tensor, bool]], ...]
     out_shape: tuple[int, ...]
-    identity: torch.Tensor
+    kept: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def identity(self, like: torch.Tensor) -> torch.Tensor:
+        """``(out_numel, *out_shape)``: every output's one-hot row, in ``like``'s dtype/device."""
+        identity = self.kept.get("identity")
+        if identity is None:
+            n_out = math.prod(self.out_shape)
+            eye = torch.eye(n_out, dtype=like.dtype, device=like.device)
+            identity = eye.reshape(n_out, *self.out_shape).clone()  # a base: its views name it
+            if n_out * n_out <= _KEPT_IDENTITY:
+                self.kept["identity"] = identity
+        return identity
 
     def rows(
         self, point: torch.Tensor, seed: torch.Tensor | None = None
@@ -66,14 +81,14 @@ class ChainPlan:
         Args:
             point: ``in_shape``, the point (never written into).
             seed: ``(n, *out_shape)`` rows on the output (never written into); ``None`` for
-                every output (:attr:`identity`).
+                every output (:meth:`identity`).
 
         Returns:
             ``(value, rows)``: ``(1, *out_shape)`` and ``(n, *in_shape)``; ``None`` when the
             model no longer fits the plan (the caller then takes the general path).
         """
         value, saved = point.unsqueeze(0), []
-        start = self.identity if seed is None else seed
+        start = self.identity(point) if seed is None else seed
         try:
             with torch.no_grad():
                 for run in self.runs:
@@ -84,7 +99,7 @@ class ChainPlan:
                     cot, owned = back(cot, kept, owned)
         except _FAILURES:
             return None
-        if seed is None and (cot is start or cot._base is start):
+        if start is self.kept.get("identity") and (cot is start or cot._base is start):
             cot = cot.clone()  # a chain of identities and reshapes: the identity is the plan's
         return value, cot
 
@@ -105,15 +120,10 @@ def compile_chain(lin: Linearisation, policy: Policy) -> ChainPlan | None:
         x, value = lin.values[source], lin.values[node]
         stages.append(step.rule.stage(x, value, policy) or _general_stage(step.rule, policy))
         source = node
-    value = lin.values[lin.output]
-    out_shape = tuple(value.shape[1:])
-    n_out = value[0].numel()
-    identity = torch.eye(n_out, dtype=value.dtype, device=value.device)
     return ChainPlan(
         tuple(s.run for s in stages),
         tuple(s.back for s in reversed(stages)),
-        out_shape,
-        identity.reshape(n_out, *out_shape).clone(),  # a base tensor: views of it name it
+        tuple(lin.values[lin.output].shape[1:]),
     )
 
 

@@ -590,3 +590,19 @@ def test_a_plan_never_hands_out_its_own_identity_rows():
         J = virtual_matrix(model, x, method="reverse")
         assert torch.equal(J.reshape(18, 18), torch.eye(18))
         J.mul_(5.0)  # the caller's to keep
+
+
+def test_a_plan_keeps_only_small_identity_rows():
+    from kronlib._cache import traced
+
+    torch.manual_seed(20)
+    small, large = LeNet5().eval(), nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU())
+    x, y = torch.rand(1, 32, 32), torch.randn(1, 8, 8)
+    virtual_matrix(large, y, outputs=[0, 5], method="reverse")
+    (plan,) = traced(large).plans.values()
+    assert plan.kept == {}  # a few rows: no identity made
+    J = virtual_matrix(large, y, method="reverse")  # 128 × 128 rows: made, not kept
+    assert plan.kept == {} and relative_error(J, jacobian(large, y)) < 1e-5
+    virtual_matrix(small, x)
+    (plan,) = traced(small).plans.values()
+    assert plan.kept["identity"].shape == (10, 10)
