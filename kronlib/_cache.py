@@ -17,10 +17,11 @@ Hooks do not change the key (hook dicts are filled in place); they are checked o
 
 A repeat call compares without building the key: the entry keeps the dicts it was built from
 (each module's ``__dict__``, parameters, buffers, children and forward-hook dicts, and its classes'
-namespaces) and the names, value ids and sizes they held, and checks them in a few flat passes
-(:func:`_unchanged`). If every dict still holds the same names bound to the same objects, the walk
-would reach the same modules and build the same key; on any difference the key is built and
-compared as before.
+namespaces) and the names, values and sizes they held, and checks them in a few flat passes
+(:func:`_unchanged`): values by identity (``operator.is_``, never ``==``), those of the root's own
+dicts by ``id`` (the entry must not hold what the root holds: it could hold the root). If every
+dict still holds the same names bound to the same objects, the walk would reach the same modules
+and build the same key; on any difference the key is built and compared as before.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class _Snapshot:
     views: list[Any]
     sizes: list[int]  # len of every holder, the root's six first
     names: list[Any]  # every key of every holder, flattened
-    ids: list[int]  # the id of every value of every holder, flattened
+    ids: list[int]  # the id of every value of the root's own dicts, flattened
+    values: list[Any]  # every value of the other holders, flattened (held by them anyway)
 
 
 @dataclass
@@ -171,7 +173,8 @@ def _snapshot(model: nn.Module) -> _Snapshot:
         list(map(_values, holders)),
         list(map(len, every)),
         list(chain.from_iterable(every)),
-        list(map(id, chain.from_iterable(map(_values, every)))),
+        list(map(id, chain.from_iterable(map(_values, every[:6])))),
+        list(chain.from_iterable(map(_values, holders))),
     )
 
 
@@ -189,7 +192,8 @@ def _unchanged(model: nn.Module, snapshot: _Snapshot) -> bool:
         and list(map(_mro, snapshot.classes)) == snapshot.mros
         and list(map(len, own + snapshot.holders)) == snapshot.sizes
         and list(chain(chain.from_iterable(own), *snapshot.holders)) == snapshot.names
-        and list(map(id, chain(*map(_values, own), *snapshot.views))) == snapshot.ids
+        and list(map(id, chain(*map(_values, own)))) == snapshot.ids
+        and all(map(operator.is_, chain(*snapshot.views), snapshot.values))
     )
 
 

@@ -131,6 +131,8 @@ class TracedModel:
             it, every layer has a rule, no in-place layer writes into a view), its layer nodes
             from input to output: :func:`linearise` then runs them in a loop, without the graph
             walk. ``None`` otherwise.
+        plans: for a chain, its compiled plans (:mod:`kronlib._plan`) by input layout and
+            policy, made after a first call at that layout took the general path.
     """
 
     module: fx.GraphModule
@@ -142,6 +144,7 @@ class TracedModel:
     in_place: frozenset[fx.Node] = frozenset()
     bound: dict[fx.Node, Rule] = field(default_factory=dict)
     chain: list[fx.Node] | None = None
+    plans: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
     @property
     def output(self) -> fx.Node | None:

@@ -35,6 +35,7 @@ import torch.fx as fx
 from torch import nn
 
 from kronlib._cache import traced
+from kronlib._plan import compile_chain, layout
 from kronlib._validate import ArrayLike, as_float_tensor, as_index, as_int, as_shape
 from kronlib.graph import (
     Linearisation,
@@ -176,15 +177,21 @@ def _point(model: nn.Module, x: ArrayLike | None, input_shape: Sequence[int] | N
                 "the data-independent one); got neither"
             )
         return _Point(torch.zeros(shape, dtype=model_dtype, device=device), exact=False)
-    point = as_float_tensor(x, "x").detach()
+    point = as_float_tensor(x, "x")
+    if point.requires_grad:
+        point = point.detach()
     if not _all_finite(point):
         raise ValueError(
             "x contains NaN or inf: the virtual matrix is only defined at a finite input"
         )
     if shape is not None and tuple(point.shape) != shape:
         raise ValueError(f"x has shape {tuple(point.shape)} but input_shape says {shape}")
-    dtype = torch.promote_types(point.dtype, model_dtype)
+    dtype = point.dtype
+    if dtype is not model_dtype:
+        dtype = torch.promote_types(dtype, model_dtype)
     # a copy: nothing the engine does can reach the caller's tensor
+    if point.dtype is dtype and point.device == device:
+        return _Point(point.clone(), exact=True)  # what .to(copy=True) gives, without its parsing
     return _Point(point.to(device=device, dtype=dtype, copy=True), exact=True)
 
 
@@ -323,10 +330,95 @@ def virtual_matrix(
     if not isinstance(bias, bool):
         raise TypeError(f"bias must be True or False, got {type(bias).__name__} {bias!r}")
     point = _point(model, x, input_shape)
-    lin = _linearise(model, point, average_maxpool=maxpool == "average" and point.exact)
-    value = lin.values[lin.output]
+    traced = _traced(model)
+    policy = Policy(point.exact, maxpool == "average" and point.exact)
+    lin, fast = _planned_rows(traced, point, policy, outputs, method)
+    if fast is not None:
+        value, J, index = fast
+    else:
+        lin = lin if lin is not None else linearise(traced, point.anchor, policy)
+        value = lin.values[lin.output]
+        index = _selection(outputs, value)
+        J = _rows(lin, point, value, index, method)
     out_shape, in_shape = tuple(value.shape[1:]), tuple(point.anchor.shape)
-    index = _selection(outputs, value)
+    n_out, n_in = math.prod(out_shape), point.anchor.numel()
+    n_selected = n_out if index is None else len(index)
+    lead = out_shape if index is None else (n_selected,)
+    if J.shape != (*lead, *in_shape):
+        J = J.reshape(*lead, *in_shape)
+    if J.requires_grad:  # results, not part of anyone's autograd graph
+        J = J.detach()
+    if not bias:
+        return J
+    if lin is not None and lin.approximate:
+        # the offset of the approximate map (biases through its own steps), not value − J·x
+        constant = affine_offset(lin, lin.output).flatten()
+        offset = constant if index is None else constant[index.to(constant.device)]
+    else:
+        picked = value.flatten() if index is None else value.flatten()[index.to(value.device)]
+        offset = picked - J.reshape(n_selected, n_in) @ point.anchor.flatten()
+    offset = offset.reshape(lead).detach()
+    return (J, offset) if bias else J
+
+
+def _seed(index: torch.Tensor | None, out_shape: Sequence[int], like: torch.Tensor):
+    """``(n, *out_shape)`` one-hot rows: every output (the identity) or the ``index`` ones."""
+    if index is None:
+        n_out = math.prod(out_shape)
+        eye = torch.eye(n_out, dtype=like.dtype, device=like.device)
+        return eye.reshape(n_out, *out_shape)
+    return _one_hot(index, out_shape, like)
+
+
+def _planned_rows(
+    traced: TracedModel,
+    point: _Point,
+    policy: Policy,
+    outputs: int | Sequence[int] | ArrayLike | None,
+    method: str,
+) -> tuple[Linearisation | None, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None]:
+    """``(lin, (value, rows, index))``: rows by the compiled plan of a plain chain.
+
+    The plan for this layout and policy (:mod:`kronlib._plan`) is made the first time, from the
+    general linearisation (which checks every layer and names what does not fit), returned as
+    ``lin`` for the caller to reuse; ``lin`` is ``None`` when a plan was already there.
+    ``value`` is ``(1, *out_shape)``, the selected rows ``(n, *in_shape)`` and ``index`` the
+    selection. The rows are ``None`` for a model that is not a plain chain, rows that go
+    forward, a linearisation no plan is made of (an approximate one), or a model that no
+    longer fits its plan (which is then dropped): the general path runs instead.
+    """
+    if traced.chain is None or method == "forward":
+        return None, None
+    key = layout(point.anchor, policy)
+    plan, lin = traced.plans.get(key), None
+    if plan is None:
+        lin = linearise(traced, point.anchor, policy)
+        plan = compile_chain(lin, policy)
+        if plan is None:
+            return lin, None
+        traced.plans[key] = plan
+    n_out = math.prod(plan.out_shape)
+    index = None if outputs is None else as_index(outputs, "outputs", n_out)
+    n_selected = n_out if index is None else len(index)
+    if method == "auto" and point.anchor.numel() <= n_selected:
+        return lin, None  # forward is cheaper: the general path
+    seed = None if index is None else _one_hot(index, plan.out_shape, point.anchor)
+    found = plan.rows(point.anchor, seed)
+    if found is None:
+        traced.plans.pop(key, None)
+        return lin, None
+    return lin, (*found, index)
+
+
+def _rows(
+    lin: Linearisation,
+    point: _Point,
+    value: torch.Tensor,
+    index: torch.Tensor | None,
+    method: str,
+) -> torch.Tensor:
+    """The selected rows of ``J`` (all with ``index=None``), flat: ``(n, in_numel)``."""
+    out_shape, in_shape = tuple(value.shape[1:]), tuple(point.anchor.shape)
     n_out, n_in = value[0].numel(), point.anchor.numel()
     n_selected = n_out if index is None else len(index)
     if method == "auto":
@@ -336,26 +428,9 @@ def virtual_matrix(
         J = push_forward(lin, basis, until=lin.output).reshape(n_in, n_out).T
         if index is not None:
             J = J[index.to(J.device)]
-    else:
-        if index is None:  # every row: the identity
-            seed = torch.eye(n_out, dtype=value.dtype, device=value.device)
-        else:
-            seed = _one_hot(index, value.shape[1:], value)
-        J = pull_back(lin, {lin.output: seed.reshape(n_selected, *out_shape)})
-        J = J.reshape(n_selected, n_in)
-    lead = out_shape if index is None else (n_selected,)
-    J = J.reshape(*lead, *in_shape).detach()  # results, not part of anyone's autograd graph
-    if not bias:
         return J
-    if lin.approximate:
-        # the offset of the approximate map (biases through its own steps), not value − J·x
-        constant = affine_offset(lin, lin.output).flatten()
-        offset = constant if index is None else constant[index.to(constant.device)]
-    else:
-        picked = value.flatten() if index is None else value.flatten()[index.to(value.device)]
-        offset = picked - J.reshape(n_selected, n_in) @ point.anchor.flatten()
-    offset = offset.reshape(lead).detach()
-    return (J, offset) if bias else J
+    J = pull_back(lin, {lin.output: _seed(index, out_shape, value)})
+    return J.reshape(n_selected, n_in)
 
 
 # -- Kronecker terms at a cut --------------------------------------------------------------------

@@ -449,3 +449,160 @@ def test_positions_unravel_as_torch_does():
         flat = torch.randperm(int(torch.tensor(shape).prod()))
         expected = torch.stack(torch.unravel_index(flat, shape), dim=1)
         assert torch.equal(_unravel(flat, shape), expected)
+
+
+# -- compiled plans of plain chains ----------------------------------------------------------------
+def _planned_chains():
+    torch.manual_seed(16)
+    float32 = nn.Sequential(  # every float32 branch of the transposed convolution
+        nn.Conv2d(1, 3, 3, padding=1),  # depthwise
+        nn.ReLU(),
+        nn.Conv2d(3, 4, 3, padding=1),  # columns
+        nn.LeakyReLU(0.1),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 8, 3, padding=1),  # flipped
+        nn.ReLU(inplace=True),
+        nn.Conv2d(8, 8, 3, stride=2),  # transposed
+        nn.Flatten(),
+        nn.Linear(32, 5),
+    )
+    return [*_chains(), float32]
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_a_chain_plan_gives_what_the_general_path_gives_bit_for_bit(index):
+    from kronlib import graph
+    from kronlib._plan import compile_chain
+    from kronlib.rules import Policy
+
+    model = _planned_chains()[index]
+    dtype = next(model.parameters()).dtype
+    side = {0: 32, 1: 32, 2: 8, 3: 10}[index]
+    x = torch.randn(1, side, side, dtype=dtype)
+    traced = graph.trace(model)
+    for policy in (Policy(True), Policy(False), Policy(True, average_maxpool=True)):
+        lin = graph.linearise(traced, x, policy)
+        plan = compile_chain(lin, policy)
+        if lin.approximate:  # its offset needs every step: no plan
+            assert plan is None
+            continue
+        value = lin.values[lin.output]
+        assert plan.out_shape == tuple(value.shape[1:])
+        for n in (1, 7):
+            seed = torch.randn(n, *plan.out_shape, dtype=dtype)
+            before, point = seed.clone(), x.clone()
+            planned_value, rows = plan.rows(x, seed)
+            assert torch.equal(planned_value, value)
+            assert torch.equal(rows, graph.pull_back(lin, {lin.output: seed}))
+            assert torch.equal(seed, before) and torch.equal(x, point)  # nothing overwritten
+    # through virtual_matrix: the same bits as with plans switched off
+    from kronlib import virtual
+
+    for kwargs in ({}, {"outputs": [2, 0, 2]}, {"input_shape": x.shape}):
+        point = None if "input_shape" in kwargs else x
+        J, offset = virtual_matrix(model, point, bias=True, method="reverse", **kwargs)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(virtual, "compile_chain", lambda lin, policy: None)
+            plain_J, plain_offset = virtual_matrix(
+                copy.deepcopy(model), point, bias=True, method="reverse", **kwargs
+            )
+        assert torch.equal(J, plain_J) and torch.equal(offset, plain_offset)
+
+
+def test_calls_after_the_first_take_the_plan(monkeypatch):
+    from kronlib import virtual
+    from kronlib._cache import traced
+
+    torch.manual_seed(17)
+    model = LeNet5().eval()
+    x = torch.rand(1, 32, 32)
+    first = virtual_matrix(model, x)
+    (plan,) = traced(model).plans.values()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the general path ran")
+
+    monkeypatch.setattr(virtual, "linearise", refuse)
+    assert torch.equal(virtual_matrix(model, x), first)
+    assert relative_error(virtual_matrix(model, x), jacobian(model, x)) < 1e-5
+    assert traced(model).plans == {next(iter(traced(model).plans)): plan}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_weights_changed_between_planned_calls_are_seen(dtype):
+    from kronlib._cache import traced
+
+    tolerance = 1e-10 if dtype == torch.float64 else 1e-5
+    torch.manual_seed(18)
+    model = LeNet5().to(dtype).eval()
+    x = torch.rand(1, 32, 32, dtype=dtype)
+
+    def check() -> None:
+        for _ in range(2):  # the call that may compile a plan, and one that takes it
+            J, offset = virtual_matrix(model, x, bias=True)
+            assert relative_error(J, jacobian(model, x)) < tolerance
+            out = model(x[None])[0].detach()
+            assert relative_error((J.flatten(1) @ x.flatten()) + offset, out) < tolerance
+
+    check()
+    plans = traced(model).plans
+    (plan,) = plans.values()
+    with torch.no_grad():
+        model.conv1.weight.mul_(2)  # in place: the same tensor, a new version
+        model.fc2.bias.add_(0.5)
+    check()
+    model.fc1.weight.data.mul_(-1)  # through .data: the version counter does not move
+    model.conv2.weight.data[:, :, 2, 2] = 3.0
+    check()
+    model.conv2.bias.data = torch.randn(16, dtype=dtype)  # the storage replaced
+    check()
+    assert list(plans.values()) == [plan]  # one plan all along
+    # a weight of another shape (conv1 5×5 → 3×3: the chain still fits) makes another plan
+    model.conv1.weight.data = torch.randn(6, 1, 3, 3, dtype=dtype)
+    check()
+    assert traced(model).plans is plans and list(plans.values()) != [plan]
+    # one that no longer fits (7×7: fc1 would get 256 inputs, not 400): refused by name
+    model.conv1.weight.data = torch.randn(6, 1, 7, 7, dtype=dtype)
+    with pytest.raises(ValueError, match="fc1"):
+        virtual_matrix(model, x)
+
+
+def test_plans_by_input_shape_and_dtype():
+    torch.manual_seed(19)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(3, 2, 3, padding=1), nn.ReLU()
+    )
+    for _ in range(2):
+        for side in (8, 11):
+            for dtype in (torch.float32, torch.float64):
+                x = torch.randn(2, side, side, dtype=dtype)
+                J = virtual_matrix(model, x, method="reverse")
+                tolerance = 1e-5 if dtype == torch.float32 else 1e-10
+                assert relative_error(J, jacobian(model.to(dtype), x)) < tolerance
+                model.float()
+
+
+def test_a_plan_never_hands_out_its_own_identity_rows():
+    # a chain of reshapes and identities sends the identity back as it is: J must be a copy
+    model = nn.Sequential(nn.Flatten(), nn.Identity(), nn.Dropout()).eval()
+    x = torch.randn(2, 3, 3)
+    for _ in range(3):
+        J = virtual_matrix(model, x, method="reverse")
+        assert torch.equal(J.reshape(18, 18), torch.eye(18))
+        J.mul_(5.0)  # the caller's to keep
+
+
+def test_a_plan_keeps_only_small_identity_rows():
+    from kronlib._cache import traced
+
+    torch.manual_seed(20)
+    small, large = LeNet5().eval(), nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU())
+    x, y = torch.rand(1, 32, 32), torch.randn(1, 8, 8)
+    virtual_matrix(large, y, outputs=[0, 5], method="reverse")
+    (plan,) = traced(large).plans.values()
+    assert plan.kept == {}  # a few rows: no identity made
+    J = virtual_matrix(large, y, method="reverse")  # 128 × 128 rows: made, not kept
+    assert plan.kept == {} and relative_error(J, jacobian(large, y)) < 1e-5
+    virtual_matrix(small, x)
+    (plan,) = traced(small).plans.values()
+    assert plan.kept["identity"].shape == (10, 10)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kronlib.rules.base import Linearised, Policy, Rule, pointwise
+from kronlib.rules.base import Linearised, Policy, Rule, Stage, identity_stage, pointwise
 
 __all__ = ["SMOOTH_FUNCTIONS", "SMOOTH_MODULES", "Gate", "LeakyReLU", "ReLU"]
 
@@ -44,10 +44,24 @@ class Gate(Rule):
         (x,) = inputs
         if not policy.exact:
             return Linearised(x, lambda tangents: tangents[0], lambda cot: [cot])
-        gate = self.gate(x)
-        # the value as the model computes it, so that later masks fall as they do there
-        value = F.relu(x) if self.slope == 0.0 else F.leaky_relu(x, self.slope)
+        value, gate = self.gated(x)
         return pointwise(value, gate)
+
+    def gated(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's output at ``x`` ``(1, ...)`` and its gate there (see :meth:`gate`)."""
+        # the value as the model computes it, so that later masks fall as they do there
+        value = torch.relu(x) if self.slope == 0.0 else F.leaky_relu(x, self.slope)
+        return value, self.gate(x)
+
+    def stage(self, x: torch.Tensor, value: torch.Tensor, policy: Policy) -> Stage:
+        """The gate at each call's point (the rows multiplied by it), or the identity."""
+        if not policy.exact:
+            return identity_stage()
+
+        def back(cot: torch.Tensor, gate: torch.Tensor, owned: bool) -> tuple[torch.Tensor, bool]:
+            return (cot.mul_(gate) if owned else cot * gate), True
+
+        return Stage(self.gated, back)
 
 
 @dataclass(frozen=True, eq=False)

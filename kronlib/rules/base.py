@@ -29,10 +29,14 @@ __all__ = [
     "Linearised",
     "Policy",
     "Rule",
+    "Stage",
+    "StaleStageError",
     "UnsupportedLayerError",
     "Variable",
     "check_image",
+    "identity_stage",
     "linear_pullback",
+    "live",
     "parameter",
     "pointwise",
 ]
@@ -97,6 +101,38 @@ class Linearised:
     pullback_into: Callable[[torch.Tensor], list[torch.Tensor]] | None = None
 
 
+class StaleStageError(RuntimeError):
+    """A :class:`Stage` met a layer that no longer fits it (a weight of another shape)."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One layer of a compiled plain chain (:mod:`kronlib._plan`): its two halves, bound once.
+
+    Everything that depends only on the layout of the input (its shape, dtype and device) is
+    chosen when the stage is made; the layer's parameters are read at each call, so that a
+    weight changed in place is seen. Each half computes what :meth:`Rule.linearise` and its
+    :class:`Linearised` pullback compute, with the same operations (the same bits). Both are
+    called under ``torch.no_grad()`` (parameters need no detach, see :func:`live`).
+
+    Attributes:
+        run: ``x`` ``(1, *in_shape)`` → ``(value, saved)``: the layer's output ``(1,
+            *out_shape)`` and what ``back`` needs (a mask, the picked indices, the weight).
+            Raises :class:`StaleStageError` when the layer no longer fits the stage.
+        back: ``(cot, saved, owned)`` → ``(rows, owned)``: rows ``(n, *out_shape)`` →
+            ``(n, *in_shape)``; ``owned`` says whether ``cot`` may be overwritten (a tensor only
+            this pass holds), and the returned flag the same of ``rows``.
+    """
+
+    run: Callable[[torch.Tensor], tuple[torch.Tensor, Any]]
+    back: Callable[[torch.Tensor, Any, bool], tuple[torch.Tensor, bool]]
+
+
+def identity_stage() -> Stage:
+    """The stage of a layer that passes its input on (its rows go back unchanged)."""
+    return Stage(lambda x: (x, None), lambda cot, saved, owned: (cot, owned))
+
+
 @dataclass(frozen=True)
 class Field:
     """Receptive field along one axis: the side ``size`` one unit sees, ``jump`` between units."""
@@ -150,6 +186,18 @@ class Rule:
         """The receptive field after this layer (unchanged by default)."""
         return field
 
+    def stage(self, x: torch.Tensor, value: torch.Tensor, policy: Policy) -> Stage | None:
+        """This layer as a :class:`Stage` for inputs laid out like ``x``, or ``None``.
+
+        Args:
+            x: ``(1, *in_shape)``, an input the layer was linearised at (its layout counts).
+            value: ``(1, *out_shape)``, the layer's output there.
+            policy: the policy the stage linearises under.
+
+        ``None`` (the default) lets the plan run :meth:`linearise` at each call instead.
+        """
+        return None
+
 
 def linear_pullback(
     fn: Callable[[torch.Tensor], torch.Tensor], in_shape: Sequence[int]
@@ -190,6 +238,13 @@ def check_image(x: torch.Tensor) -> None:
         raise ValueError(
             f"it takes images of shape (C, H, W) (no batch axis), got {tuple(x.shape[1:])}"
         )
+
+
+def live(tensor: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """:func:`parameter` without the detach, for a :class:`Stage` (run under ``no_grad``)."""
+    if tensor is None or (tensor.dtype is like.dtype and tensor.device == like.device):
+        return tensor
+    return tensor.to(dtype=like.dtype, device=like.device)
 
 
 def parameter(tensor: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:

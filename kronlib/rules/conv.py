@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -15,8 +15,11 @@ from kronlib.rules.base import (
     Linearised,
     Policy,
     Rule,
+    Stage,
+    StaleStageError,
     check_image,
     linear_pullback,
+    live,
     parameter,
 )
 
@@ -131,8 +134,40 @@ class Conv(Rule):
         pullback = self._pullback(weight, x.shape[1:], value.shape[1:])
         return Linearised(value, forward, pullback, fresh=True)
 
+    def stage(self, x: torch.Tensor, value: torch.Tensor, policy: Policy) -> Stage | None:
+        """Zero padding alike on both sides: the convolution and its transpose (see linearise)."""
+        source, bias = self.weight, self.bias
+        transpose = self.transposer(parameter(source, x), x.shape[1:], value.shape[1:])
+        if transpose is None:
+            return None
+        shape = source.shape
+        top, _, left, _ = self.padding
+        settings = (self.stride, (top, left), self.dilation, self.groups)
+
+        def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            weight = live(source, x)
+            if weight.shape != shape:
+                raise StaleStageError("the weight's shape changed")
+            return F.conv2d(x, weight, live(bias, x), *settings), weight
+
+        return Stage(run, lambda cot, weight, owned: (transpose(cot, weight), True))
+
     def _pullback(self, weight, in_shape, out_shape):
-        """Rows ``(n, C_out, h, w)`` → ``[(n, C_in, H, W)]``: the transposed convolution.
+        """Rows ``(n, C_out, h, w)`` → ``[(n, C_in, H, W)]``: the transposed convolution."""
+        transpose = self.transposer(weight, in_shape, out_shape)
+        if transpose is None:
+            return linear_pullback(lambda t: self._apply(t, weight, None), in_shape)
+        return lambda cot: [transpose(cot, weight)]
+
+    def transposer(
+        self, weight: torch.Tensor, in_shape: Sequence[int], out_shape: Sequence[int]
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        """``(rows, weight) → rows``: the transposed convolution for one layout, or ``None``.
+
+        Rows ``(n, C_out, h, w)`` with a weight like ``weight`` (its shape, dtype and device)
+        → ``(n, C_in, H, W)``. Everything that depends only on the shapes and dtype (the kernel
+        branch, paddings) is chosen here; the weight's values are read at each call. ``None``
+        for padding that is not zeros on both sides alike (autograd's vjp then).
 
         Every branch computes the same linear map (exactly, up to the order of float sums); the
         branch is the fastest measured on CPUs for the layer's shape and dtype (see
@@ -140,7 +175,7 @@ class Conv(Rule):
         """
         top, bottom, left, right = self.padding
         if not (top == bottom and left == right and self.padding_mode == "zeros"):
-            return linear_pullback(lambda t: self._apply(t, weight, None), in_shape)
+            return None
         padding = (top, left)
         kernel = tuple(weight.shape[-2:])
         extra = tuple(
@@ -154,44 +189,44 @@ class Conv(Rule):
             for axis in range(2)
         )
         kind = transpose_kernel(weight, self.stride, self.dilation, self.groups, padding)
+        pad = tuple(k - 1 - p for p, k in zip(padding, kernel, strict=True))
+        stride, dilation, groups = self.stride, self.dilation, self.groups
         if kind == "depthwise":
             # one input channel: every row's C_out maps are convolved with their own flipped
             # kernel (a depthwise convolution, vectorised over rows·channels) and summed
             c_out = weight.shape[0]
-            flipped = weight.flip(2, 3)[None]  # (1, C_out, 1, kh, kw)
-            pad = tuple(k - 1 - p for p, k in zip(padding, kernel, strict=True))
 
-            def depthwise(cot: torch.Tensor) -> list[torch.Tensor]:
+            def depthwise(cot: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
                 n = cot.shape[0]
+                # each row's copy of the kernels, flipped: one copy (flip of the expanded view;
+                # repeat is slower for these small kernels)
+                flipped = weight.reshape(1, c_out, 1, *kernel).expand(n, -1, -1, -1, -1)
                 planes = F.conv2d(
                     cot.reshape(1, n * c_out, *cot.shape[2:]),
-                    flipped.expand(n, -1, -1, -1, -1).reshape(n * c_out, 1, *kernel),
+                    flipped.flip(3, 4).reshape(n * c_out, 1, *kernel),
                     None,
                     1,
                     pad,
                     1,
                     n * c_out,
                 )
-                return [planes.reshape(n, c_out, *planes.shape[2:]).sum(1, keepdim=True)]
+                return planes.reshape(n, c_out, *planes.shape[2:]).sum(1, keepdim=True)
 
             return depthwise
         if kind == "flipped":
             # the transpose of a stride-1 convolution is a convolution with the flipped kernel
-            flipped = weight.flip(2, 3).transpose(0, 1)
-            pad = tuple(k - 1 - p for p, k in zip(padding, kernel, strict=True))
-            return lambda cot: [F.conv2d(cot, flipped, None, 1, pad)]
+            return lambda cot, weight: F.conv2d(
+                cot, weight.flip(2, 3).transpose(0, 1), None, 1, pad
+            )
         if kind == "columns":
             # im2col's transpose: one matrix product per row, then the columns folded back
-            return lambda cot: [
-                torch.ops.aten.slow_conv_transpose2d(
-                    cot, weight, list(kernel), None, list(self.stride), list(padding), list(extra)
-                )
-            ]
-        return lambda cot: [
-            F.conv_transpose2d(
-                cot, weight, None, self.stride, padding, extra, self.groups, self.dilation
+            sizes = (list(kernel), list(stride), list(padding), list(extra))
+            return lambda cot, weight: torch.ops.aten.slow_conv_transpose2d(
+                cot, weight, sizes[0], None, sizes[1], sizes[2], sizes[3]
             )
-        ]
+        return lambda cot, weight: F.conv_transpose2d(
+            cot, weight, None, stride, padding, extra, groups, dilation
+        )
 
     def receptive_field(self, field: Field, input_size: int) -> Field:
         """Grows by ``dilation·(k − 1)`` steps of the current jump."""

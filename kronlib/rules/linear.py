@@ -9,7 +9,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kronlib.rules.base import Field, Linearised, Policy, Rule, parameter
+from kronlib.rules.base import (
+    Field,
+    Linearised,
+    Policy,
+    Rule,
+    Stage,
+    StaleStageError,
+    live,
+    parameter,
+)
 
 # a weight this large is read from memory, not cache: a few rows go back through it in slabs of
 # _SLAB rows of W, each slab's product added up, so that the whole of W is read once (a single
@@ -65,6 +74,18 @@ class Linear(Rule):
             lambda cot: [rows_times_weight(cot, weight)],
             fresh=True,
         )
+
+    def stage(self, x: torch.Tensor, value: torch.Tensor, policy: Policy) -> Stage:
+        """``F.linear`` forward, :func:`rows_times_weight` back (as :meth:`linearise`)."""
+        source, bias, shape = self.weight, self.bias, self.weight.shape
+
+        def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            weight = live(source, x)
+            if weight.shape != shape:
+                raise StaleStageError("the weight's shape changed")
+            return F.linear(x, weight, live(bias, x)), weight
+
+        return Stage(run, lambda cot, weight, owned: (rows_times_weight(cot, weight), True))
 
     def receptive_field(self, field: Field, input_size: int) -> Field:
         """A linear layer sees the whole input."""

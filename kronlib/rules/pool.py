@@ -19,6 +19,7 @@ from kronlib.rules.base import (
     Linearised,
     Policy,
     Rule,
+    Stage,
     UnsupportedLayerError,
     check_image,
     linear_pullback,
@@ -141,14 +142,9 @@ class MaxPool(Rule):
 
     def picks(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The pool's output for ``x`` ``(N, C, H, W)`` and the flat index each output picked."""
-        return F.max_pool2d(
-            x,
-            self.kernel_size,
-            self._stride(),
-            self.padding,
-            self.dilation,
-            self.ceil_mode,
-            return_indices=True,
+        # F.max_pool2d(…, return_indices=True) without its dispatch on return_indices
+        return F.max_pool2d_with_indices(
+            x, self.kernel_size, self._stride(), self.padding, self.dilation, self.ceil_mode
         )
 
     def linearise(self, inputs: Sequence[torch.Tensor], policy: Policy) -> Linearised:
@@ -170,22 +166,39 @@ class MaxPool(Rule):
             picked = t.flatten(2).gather(2, flat_index.expand(t.shape[0], -1, -1))
             return picked.reshape(t.shape[0], *value.shape[1:])
 
-        def pullback(cot):
-            # each row's entries go back to the inputs their windows picked (added up where
-            # overlapping windows picked the same one): a scatter-add into zeros, as autograd's
-            # max-pool backward computes it, with fewer passes on CPUs
-            n = cot.shape[0]
-            rows = cot.new_zeros(n, x.shape[1], x.shape[2] * x.shape[3])
-            rows.scatter_add_(
-                2, flat_index.expand(n, -1, -1), cot.reshape(n, *flat_index.shape[1:])
-            )
-            return [rows.view(n, *x.shape[1:])]
+        in_shape = x.shape[1:]
+        return Linearised(
+            value, forward, lambda cot: [_picked_back(cot, flat_index, in_shape)], fresh=True
+        )
 
-        return Linearised(value, forward, pullback, fresh=True)
+    def stage(self, x: torch.Tensor, value: torch.Tensor, policy: Policy) -> Stage | None:
+        """The picks at each call's point (the exact policy only; else ``linearise``)."""
+        if not policy.exact or policy.average_maxpool:
+            return None
+        in_shape = x.shape[1:]
+
+        def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            value, index = self.picks(x)
+            return value, index.flatten(2)
+
+        return Stage(run, lambda cot, index, owned: (_picked_back(cot, index, in_shape), True))
 
     def receptive_field(self, field: Field, input_size: int) -> Field:
         """A window of ``kernel_size`` taps."""
         return field.grown(_first(self.kernel_size), _first(self._stride()), _first(self.dilation))
+
+
+def _picked_back(cot: torch.Tensor, flat_index: torch.Tensor, in_shape: torch.Size) -> torch.Tensor:
+    """Rows ``(n, C, h, w)`` back to ``(n, *in_shape)`` through the picks ``(1, C, h·w)``.
+
+    Each row's entries go back to the inputs their windows picked (added up where overlapping
+    windows picked the same one): a scatter-add into zeros, as autograd's max-pool backward
+    computes it, with fewer passes on CPUs.
+    """
+    n = cot.shape[0]
+    rows = cot.new_zeros(n, in_shape[0], in_shape[1] * in_shape[2])
+    rows.scatter_add_(2, flat_index.expand(n, -1, -1), cot.reshape(n, *flat_index.shape[1:]))
+    return rows.view(n, *in_shape)
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,7 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kronlib.rules.base import Linearised, Policy, Rule, UnsupportedLayerError
+from kronlib.rules.base import (
+    Linearised,
+    Policy,
+    Rule,
+    Stage,
+    UnsupportedLayerError,
+    identity_stage,
+)
 
 __all__ = ["Dropout", "Flatten", "Passthrough", "View"]
 
@@ -40,6 +47,17 @@ class _Reshape(Rule):
             value,
             lambda tangents: tangents[0].reshape(tangents[0].shape[0], *out_shape),
             lambda cot: [cot.reshape(cot.shape[0], *in_shape)],
+        )
+
+    def stage(self, x: torch.Tensor, value: torch.Tensor, policy: Policy) -> Stage:
+        """The reshape (checked once for the layout); rows reshaped back.
+
+        The rows' reshape may be a view of them: rows this pass owns stay owned.
+        """
+        apply, in_shape = self.apply, x.shape[1:]
+        return Stage(
+            lambda x: (apply(x), None),
+            lambda cot, saved, owned: (cot.reshape(cot.shape[0], *in_shape), owned),
         )
 
 
@@ -112,6 +130,10 @@ class Passthrough(Rule):
     def linearise(self, inputs: Sequence[torch.Tensor], policy: Policy) -> Linearised:
         """The identity."""
         return Linearised(inputs[0], lambda tangents: tangents[0], lambda cot: [cot])
+
+    def stage(self, x: torch.Tensor, value: torch.Tensor, policy: Policy) -> Stage:
+        """The identity."""
+        return identity_stage()
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,0 +1,145 @@
+"""Compiled plans for the rows of a plain chain: one loop forward, one loop back.
+
+A plain chain (:attr:`kronlib.graph.TracedModel.chain`) linearised once by the general path
+(:func:`kronlib.graph.linearise`, which binds and checks every rule and names what does not fit)
+is compiled into a :class:`ChainPlan` for that input layout (shape, dtype, device) and policy:
+each layer's rule gives a :class:`~kronlib.rules.Stage` with everything that does not depend on
+the point chosen once (the transposed convolution's kernel branch and paddings, shapes). A call
+is then a loop of ``run`` (the values, keeping only what the rows need: masks, picks, weights)
+and a loop of ``back`` — the same operations as the general path, without building its
+:class:`~kronlib.graph.Linearisation`.
+
+Parameters are read at each call (a weight changed in place, or through ``.data``, is seen); a
+trace is dropped with its plans when the model's Python state changes (:mod:`kronlib._cache`).
+A plan that fails at a call (a weight of another shape) is dropped and the general path runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from kronlib.graph import Linearisation
+from kronlib.rules import Policy, Rule
+from kronlib.rules.base import Linearised, Stage
+
+__all__ = ["ChainPlan", "compile_chain", "layout"]
+
+# what a stage may raise when the model no longer fits the plan (the general path then names it)
+_FAILURES = (RuntimeError, ValueError, TypeError, IndexError)
+# the identity rows are kept with the plan up to this many entries (LeNet's 10 × 10); larger ones
+# are made at each call, as the general path makes them
+_KEPT_IDENTITY = 1 << 12
+
+
+def layout(point: torch.Tensor, policy: Policy) -> tuple[Any, ...]:
+    """The key of a plan: the input's shape, dtype and device (no batch axis) and the policy.
+
+    The policy's fields, not the policy (whose dataclass ``__eq__`` and ``__hash__`` run in
+    Python).
+    """
+    return (policy.exact, policy.average_maxpool, tuple(point.shape), point.dtype, point.device)
+
+
+@dataclass(frozen=True)
+class ChainPlan:
+    """A plain chain compiled for one input layout and policy.
+
+    Attributes:
+        runs: each layer's ``run``, input to output.
+        backs: each layer's ``back``, output to input.
+        out_shape: the model's output shape (no batch axis).
+        kept: ``{"identity": (out_numel, *out_shape)}``, every output's one-hot row, kept once
+            made when small (never written into, nor handed out).
+    """
+
+    runs: tuple[Callable[[torch.Tensor], tuple[torch.Tensor, Any]], ...]
+    backs: tuple[Callable[[torch.Tensor, Any, bool], tuple[torch.Tensor, bool]], ...]
+    out_shape: tuple[int, ...]
+    kept: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def identity(self, like: torch.Tensor) -> torch.Tensor:
+        """``(out_numel, *out_shape)``: every output's one-hot row, in ``like``'s dtype/device."""
+        identity = self.kept.get("identity")
+        if identity is None:
+            n_out = math.prod(self.out_shape)
+            eye = torch.eye(n_out, dtype=like.dtype, device=like.device)
+            identity = eye.reshape(n_out, *self.out_shape).clone()  # a base: its views name it
+            if n_out * n_out <= _KEPT_IDENTITY:
+                self.kept["identity"] = identity
+        return identity
+
+    def rows(
+        self, point: torch.Tensor, seed: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The model's output at ``point`` and ``seed``'s rows sent back to the input.
+
+        Args:
+            point: ``in_shape``, the point (never written into).
+            seed: ``(n, *out_shape)`` rows on the output (never written into); ``None`` for
+                every output (:meth:`identity`).
+
+        Returns:
+            ``(value, rows)``: ``(1, *out_shape)`` and ``(n, *in_shape)``; ``None`` when the
+            model no longer fits the plan (the caller then takes the general path).
+        """
+        value, saved = point.unsqueeze(0), []
+        start = self.identity(point) if seed is None else seed
+        try:
+            with torch.no_grad():
+                for run in self.runs:
+                    value, kept = run(value)
+                    saved.append(kept)
+                cot, owned = start, False
+                for back, kept in zip(self.backs, reversed(saved), strict=True):
+                    cot, owned = back(cot, kept, owned)
+        except _FAILURES:
+            return None
+        if start is self.kept.get("identity") and (cot is start or cot._base is start):
+            cot = cot.clone()  # a chain of identities and reshapes: the identity is the plan's
+        return value, cot
+
+
+def compile_chain(lin: Linearisation, policy: Policy) -> ChainPlan | None:
+    """The plan of a plain chain linearised in full at one point under ``policy``, or ``None``.
+
+    ``None`` for a linearisation that is not a whole plain chain, or an approximate one (whose
+    offset needs every step's affine map: :func:`kronlib.graph.affine_offset`).
+    """
+    traced = lin.traced
+    if not lin.chain or traced.chain is None or len(lin.steps) != len(traced.chain):
+        return None
+    if lin.approximate:
+        return None
+    stages, source = [], lin.input
+    for node, step in lin.steps.items():
+        x, value = lin.values[source], lin.values[node]
+        stages.append(step.rule.stage(x, value, policy) or _general_stage(step.rule, policy))
+        source = node
+    return ChainPlan(
+        tuple(s.run for s in stages),
+        tuple(s.back for s in reversed(stages)),
+        tuple(lin.values[lin.output].shape[1:]),
+    )
+
+
+def _general_stage(rule: Rule, policy: Policy) -> Stage:
+    """A rule without a stage of its own: :meth:`Rule.linearise` at each call."""
+
+    def run(x: torch.Tensor) -> tuple[torch.Tensor, Linearised]:
+        lin = rule.linearise([x], policy)
+        return lin.value, lin
+
+    def back(cot: torch.Tensor, lin: Linearised, owned: bool) -> tuple[torch.Tensor, bool]:
+        # as kronlib.graph.pull_back: overwrite only rows this pass owns
+        if owned and lin.pullback_into is not None:
+            (cot,) = lin.pullback_into(cot)
+            return cot, True
+        (cot,) = lin.pullback(cot)
+        return cot, lin.fresh
+
+    return Stage(run, back)
