@@ -35,6 +35,9 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CITE_ROLE",
+    "LIVE_CALL",
+    "TARGET_LINE",
     "FigureNumbers",
     "LiveLink",
     "book_root",
@@ -54,10 +57,11 @@ TOC = "_toc.yml"
 # a figure cell whose picture needs downloaded weights: not drawn (so not numbered) offline
 OPTIONAL_FIGURE_TAG = "figure-needs-weights"
 
-_EVAL_CALL = re.compile(r"\{eval\}`(?P<function>cite|cite_t|doc|ref)\((?P<args>[^`]*)\)`")
-_CITE_ROLE = re.compile(r"\{cite(?::(?P<kind>[pt]))?\}`(?P<keys>[^`]+)`")
+# what this module reads and writes: its live calls, citation roles and ``(label)=`` targets
+LIVE_CALL = re.compile(r"\{eval\}`(?P<function>cite|cite_t|doc|ref)\((?P<args>[^`]*)\)`")
+CITE_ROLE = re.compile(r"\{cite(?::(?P<kind>[pt]))?\}`(?P<keys>[^`]+)`")
 _LINK_ROLE = re.compile(r"\{(?P<role>doc|ref)\}`(?P<text>[^`<]+?)\s*<(?P<target>[^`>]+)>`")
-_TARGET = re.compile(r"^\((?P<label>[^)\s]+)\)=\s*$", re.M)
+TARGET_LINE = re.compile(r"^\((?P<label>[^)\s]+)\)=\s*$", re.M)
 _FIGURE = re.compile(r"^(?P<fence>`{3,}|:{3,})\{(?:figure|glue:figure)\}", re.M)
 _NAME = re.compile(r"^:name:\s*(\S+)\s*$", re.M)
 
@@ -273,7 +277,7 @@ def _targets(folder: Path) -> dict[str, Path]:
     for path in sorted([*folder.glob("*.ipynb"), *folder.glob("*.md")]):
         for cell in _cells(path):
             if cell.get("cell_type") == "markdown":
-                for match in _TARGET.finditer(cell["source"]):
+                for match in TARGET_LINE.finditer(cell["source"]):
                     found.setdefault(match.group("label"), path)
     return found
 
@@ -394,7 +398,7 @@ def roles_to_eval(
             return match.group(0)
         return _call(match.group("role"), (match.group("text"), match.group("target")))
 
-    return _LINK_ROLE.sub(link, _CITE_ROLE.sub(citation, markdown))
+    return _LINK_ROLE.sub(link, CITE_ROLE.sub(citation, markdown))
 
 
 def eval_to_roles(markdown: str) -> str:
@@ -417,4 +421,4 @@ def eval_to_roles(markdown: str) -> str:
             raise ValueError(f"{match.group(0)!r}: {function}() takes (text, target)")
         return f"{{{function}}}`{args[0]} <{args[1]}>`"
 
-    return _EVAL_CALL.sub(role, markdown)
+    return LIVE_CALL.sub(role, markdown)

@@ -290,7 +290,7 @@ def test_figure_numbers_are_the_ones_jupyterlab_shows():
 @pytest.mark.parametrize("path", FIGURE_PAGES, ids=lambda p: p.name)
 def test_citations_read_as_jupyterlab_shows_them(path):
     """Each citation of a page has the text kronlib.prose.cite gives in JupyterLab."""
-    from kronlib.prose import _CITE_ROLE, cite, cite_t, eval_to_roles
+    from kronlib.prose import CITE_ROLE, cite, cite_t, eval_to_roles
 
     source = next(
         p for p in (ROOT / "book" / f"{path.stem}{s}" for s in (".ipynb", ".md")) if p.exists()
@@ -303,7 +303,7 @@ def test_citations_read_as_jupyterlab_shows_them(path):
             if cell["cell_type"] == "markdown"
         )
     expected = []
-    for match in _CITE_ROLE.finditer(eval_to_roles(text)):
+    for match in CITE_ROLE.finditer(eval_to_roles(text)):
         keys = [key.strip() for key in match.group("keys").split(",")]
         form = cite_t if match.group("kind") == "t" else cite
         expected.append(str(form(*keys, folder=ROOT / "book")))

@@ -42,7 +42,7 @@ import re
 import sys
 from pathlib import Path
 
-from kronlib.prose import roles_to_eval
+from kronlib.prose import LIVE_CALL, TARGET_LINE, roles_to_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,8 +54,6 @@ NEW_IMPORT = "from kronlib.glue import glue, glued  # noqa: F401 (the prose call
 # the same for the citations and links of kronlib.prose
 PROSE_NAMES = ("cite", "cite_t", "doc", "ref")
 PROSE_IMPORT = re.compile(r"^from kronlib\.prose import [^\n]*$", re.M)
-PROSE_CALL = re.compile(r"\{eval\}`(cite|cite_t|doc|ref)\(")
-TARGET = re.compile(r"^\((?P<label>[^)\s]+)\)=\s*$", re.M)
 KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")
 BARE_DOC = re.compile(r"\{doc\}`([^`<>]+)`")
 GLUE_FIGURE = re.compile(
@@ -159,7 +157,7 @@ def convert_notebook(notebook: dict, folder: Path | None = None) -> bool:
     changed = False
     cells = notebook.get("cells", [])
     markdown = [_source(c) for c in cells if c.get("cell_type") == "markdown"]
-    labels = frozenset(m.group("label") for text in markdown for m in TARGET.finditer(text))
+    labels = frozenset(m.group("label") for text in markdown for m in TARGET_LINE.finditer(text))
     for cell in cells:
         text = _source(cell)
         if cell.get("cell_type") == "markdown":
@@ -172,10 +170,10 @@ def convert_notebook(notebook: dict, folder: Path | None = None) -> bool:
             cell["source"] = new.splitlines(keepends=True)
             changed = True
     called = {
-        m.group(1)
+        m.group("function")
         for c in cells
         if c.get("cell_type") == "markdown"
-        for m in PROSE_CALL.finditer(_source(c))
+        for m in LIVE_CALL.finditer(_source(c))
     }
     for cell in cells:
         text = _source(cell)
