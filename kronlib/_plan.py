@@ -29,8 +29,10 @@ from kronlib.rules.base import Linearised, Stage
 
 __all__ = ["ChainPlan", "compile_chain", "layout"]
 
-# what a stage may raise when the model no longer fits the plan (the general path then names it)
-_FAILURES = (RuntimeError, ValueError, TypeError, IndexError)
+# what a stage raises when the model no longer fits the plan (the general path then names it):
+# StaleStageError (a RuntimeError), or torch's own RuntimeError for shapes that no longer match;
+# other errors are bugs, and are raised
+_FAILURES = (RuntimeError,)
 # the identity rows are kept with the plan up to this many entries (LeNet's 10 × 10); larger ones
 # are made at each call, as the general path makes them
 _KEPT_IDENTITY = 1 << 12

@@ -576,12 +576,8 @@ def _step(
         source = alias.get(source, source)
         if source in tensors:
             rule = traced.bound.get(node)
-            if rule is None:
-                module, rule_type = traced.layers[node]
-                if rule_type is not None:
-                    rule = rule_type.from_module(module)
-                    _check(traced, node, rule)
-                    traced.bound[node] = rule
+            if rule is None and traced.layers[node][1] is not None:
+                rule = _bound_layer(traced, node)
             if rule is not None:
                 return _Bound(rule, [source])
     resolved = {a: alias.get(a, a) for a in node.all_input_nodes}

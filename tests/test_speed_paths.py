@@ -528,6 +528,27 @@ def test_calls_after_the_first_take_the_plan(monkeypatch):
     assert traced(model).plans == {next(iter(traced(model).plans)): plan}
 
 
+def test_a_bug_in_a_stage_is_raised_not_hidden_by_the_general_path():
+    """Only a layer that no longer fits (a RuntimeError) sends a call back to the general path."""
+    import dataclasses
+
+    from kronlib._cache import traced
+
+    torch.manual_seed(17)
+    model = LeNet5().eval()
+    x = torch.rand(1, 32, 32)
+    virtual_matrix(model, x)
+    plans = traced(model).plans
+    ((key, plan),) = plans.items()
+
+    def broken(value):
+        raise TypeError("a bug in a stage")
+
+    plans[key] = dataclasses.replace(plan, runs=(broken, *plan.runs[1:]))
+    with pytest.raises(TypeError, match="a bug in a stage"):
+        virtual_matrix(model, x)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_weights_changed_between_planned_calls_are_seen(dtype):
     from kronlib._cache import traced
