@@ -241,8 +241,16 @@ def _one_hot(index: torch.Tensor, shape: torch.Size, like: torch.Tensor) -> torc
     return rows.reshape(len(index), *shape)
 
 
-def _selection(outputs, value: torch.Tensor) -> torch.Tensor | None:
-    return None if outputs is None else as_index(outputs, "outputs", value[0].numel())
+def _selection(outputs, n_out: int) -> torch.Tensor | None:
+    """The selected output indices ``(n,)`` of ``n_out``, or ``None`` for every output."""
+    return None if outputs is None else as_index(outputs, "outputs", n_out)
+
+
+def _direction(method: str, n_in: int, n_selected: int) -> str:
+    """``"forward"`` or ``"reverse"``: ``"auto"`` takes the one with fewer basis vectors."""
+    if method == "auto":
+        return "forward" if n_in <= n_selected else "reverse"
+    return method
 
 
 def _check_choice(value, name: str, choices: tuple[str, ...]) -> str:
@@ -338,7 +346,7 @@ def virtual_matrix(
     else:
         lin = lin if lin is not None else linearise(traced, point.anchor, policy)
         value = lin.values[lin.output]
-        index = _selection(outputs, value)
+        index = _selection(outputs, value[0].numel())
         J = _rows(lin, point, value, index, method)
     out_shape, in_shape = tuple(value.shape[1:]), tuple(point.anchor.shape)
     n_out, n_in = math.prod(out_shape), point.anchor.numel()
@@ -398,9 +406,9 @@ def _planned_rows(
             return lin, None
         traced.plans[key] = plan
     n_out = math.prod(plan.out_shape)
-    index = None if outputs is None else as_index(outputs, "outputs", n_out)
+    index = _selection(outputs, n_out)
     n_selected = n_out if index is None else len(index)
-    if method == "auto" and point.anchor.numel() <= n_selected:
+    if _direction(method, point.anchor.numel(), n_selected) == "forward":
         return lin, None  # forward is cheaper: the general path
     seed = None if index is None else _one_hot(index, plan.out_shape, point.anchor)
     found = plan.rows(point.anchor, seed)
@@ -421,9 +429,7 @@ def _rows(
     out_shape, in_shape = tuple(value.shape[1:]), tuple(point.anchor.shape)
     n_out, n_in = value[0].numel(), point.anchor.numel()
     n_selected = n_out if index is None else len(index)
-    if method == "auto":
-        method = "forward" if n_in <= n_selected else "reverse"
-    if method == "forward":
+    if _direction(method, n_in, n_selected) == "forward":
         basis = torch.eye(n_in, dtype=value.dtype, device=value.device).reshape(n_in, *in_shape)
         J = push_forward(lin, basis, until=lin.output).reshape(n_in, n_out).T
         if index is not None:
@@ -519,7 +525,7 @@ def kronecker_terms(
             f"cut {cut!r} has no channel axis (its value has shape {tuple(cut_value.shape)})"
         )
     value = lin.values[lin.output]
-    index = _selection(outputs, value)
+    index = _selection(outputs, value[0].numel())
     picks = torch.arange(value[0].numel()) if index is None else index
     n, channels = len(picks), cut_value.shape[1]
     eye = torch.eye(channels, dtype=value.dtype, device=value.device)
@@ -614,7 +620,7 @@ def path_terms(
     lin = _linearise(model, point)
     branches = _residual_branches(lin)
     value = lin.values[lin.output]
-    index = _selection(outputs, value)
+    index = _selection(outputs, value[0].numel())
     picks = torch.arange(value[0].numel()) if index is None else index
     n, degrees = len(picks), len(branches) + 1
     seed = value.new_zeros(degrees, n, *value.shape[1:])
