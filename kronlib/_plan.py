@@ -22,17 +22,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import fx
 
 from kronlib.graph import Linearisation
 from kronlib.rules import Policy, Rule
 from kronlib.rules.base import Linearised, Stage
 
-__all__ = ["ChainPlan", "compile_chain", "layout"]
+__all__ = ["PLAN_FAILURES", "ChainPlan", "compile_chain", "layout"]
 
 # what a stage raises when the model no longer fits the plan (the general path then names it):
 # StaleStageError (a RuntimeError), or torch's own RuntimeError for shapes that no longer match;
 # other errors are bugs, and are raised
-_FAILURES = (RuntimeError,)
+PLAN_FAILURES = (RuntimeError,)
 # the identity rows are kept with the plan up to this many entries (LeNet's 10 × 10); larger ones
 # are made at each call, as the general path makes them
 _KEPT_IDENTITY = 1 << 12
@@ -55,6 +56,8 @@ class ChainPlan:
         runs: each layer's ``run``, input to output.
         backs: each layer's ``back``, output to input.
         out_shape: the model's output shape (no batch axis).
+        nodes: each layer's node, input to output.
+        row_bytes: the bytes of one row at each layer's output, input to output.
         kept: ``{"identity": (out_numel, *out_shape)}``, every output's one-hot row, kept once
             made when small (never written into, nor handed out).
     """
@@ -62,6 +65,8 @@ class ChainPlan:
     runs: tuple[Callable[[torch.Tensor], tuple[torch.Tensor, Any]], ...]
     backs: tuple[Callable[[torch.Tensor, Any, bool], tuple[torch.Tensor, bool]], ...]
     out_shape: tuple[int, ...]
+    nodes: tuple[fx.Node, ...] = ()
+    row_bytes: tuple[int, ...] = ()
     kept: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def identity(self, like: torch.Tensor) -> torch.Tensor:
@@ -89,21 +94,40 @@ class ChainPlan:
             ``(value, rows)``: ``(1, *out_shape)`` and ``(n, *in_shape)``; ``None`` when the
             model no longer fits the plan (the caller then takes the general path).
         """
-        value, saved = point.unsqueeze(0), []
         start = self.identity(point) if seed is None else seed
         try:
             with torch.no_grad():
-                for run in self.runs:
-                    value, kept = run(value)
-                    saved.append(kept)
-                cot, owned = start, False
-                for back, kept in zip(self.backs, reversed(saved), strict=True):
-                    cot, owned = back(cot, kept, owned)
-        except _FAILURES:
+                value, saved = self.run(point)
+                cot = self.send_back(saved, start)
+        except PLAN_FAILURES:
             return None
         if start is self.kept.get("identity") and (cot is start or cot._base is start):
             cot = cot.clone()  # a chain of identities and reshapes: the identity is the plan's
         return value, cot
+
+    def run(self, point: torch.Tensor, layers: int | None = None) -> tuple[torch.Tensor, list]:
+        """``(value, saved)``: the first ``layers`` layers (all with ``None``) run at ``point``.
+
+        ``value`` is ``(1, *shape)``, the last of those layers' output; ``saved`` what each of
+        them keeps for :meth:`send_back`. Raises what a stage raises when the model no longer
+        fits (a RuntimeError); call under ``torch.no_grad()``.
+        """
+        value, saved = point.unsqueeze(0), []
+        for run in self.runs[:layers]:
+            value, kept = run(value)
+            saved.append(kept)
+        return value, saved
+
+    def send_back(self, saved: list, seed: torch.Tensor) -> torch.Tensor:
+        """``(n, *in_shape)``: rows sent back from the output of the layers :meth:`run` ran.
+
+        ``seed`` is ``(n, *shape)`` on that output (never written into).
+        """
+        cot, owned = seed, False
+        backs = self.backs[len(self.backs) - len(saved) :]
+        for back, kept in zip(backs, reversed(saved), strict=True):
+            cot, owned = back(cot, kept, owned)
+        return cot
 
 
 def compile_chain(lin: Linearisation, policy: Policy) -> ChainPlan | None:
@@ -122,10 +146,13 @@ def compile_chain(lin: Linearisation, policy: Policy) -> ChainPlan | None:
         x, value = lin.values[source], lin.values[node]
         stages.append(step.rule.stage(x, value, policy) or _general_stage(step.rule, policy))
         source = node
+    values = [lin.values[node] for node in lin.steps]
     return ChainPlan(
         tuple(s.run for s in stages),
         tuple(s.back for s in reversed(stages)),
         tuple(lin.values[lin.output].shape[1:]),
+        tuple(lin.steps),
+        tuple(v[0].numel() * v.element_size() for v in values),
     )
 
 

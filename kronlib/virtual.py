@@ -26,7 +26,7 @@ branches a path takes.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, overload
 
@@ -35,7 +35,7 @@ import torch.fx as fx
 from torch import nn
 
 from kronlib._cache import traced
-from kronlib._plan import compile_chain, layout
+from kronlib._plan import PLAN_FAILURES, compile_chain, layout
 from kronlib._validate import ArrayLike, as_float_tensor, as_index, as_int, as_shape
 from kronlib.graph import (
     Linearisation,
@@ -740,11 +740,7 @@ def effective_kernels(
     if layer is None:
         names = list(_traced(model).names)
         raise ValueError(f"layer must name an operation of the model, one of {names}")
-    lin = _linearise(model, point, until=layer)
-    node = lin.traced.node(layer, "layer")
-    if node not in lin.steps:
-        raise ValueError(f"layer must name an operation that depends on the input, got {layer!r}")
-    activation = lin.values[node][0]
+    activation, pull, chunk = _at_layer(_traced(model), point, layer)
     if activation.ndim == 0:
         raise ValueError(f"layer {layer!r} has no channel axis")
     if channels is not None and max_channels is not None:
@@ -768,7 +764,7 @@ def effective_kernels(
         positions = _unravel(where.cpu(), activation.shape[1:])
         flat = chosen.to(device) * spatial.shape[1] + where.to(device)
     seed = _one_hot(flat.cpu(), activation.shape, activation[None])
-    rows = [pull_back(lin, {node: part}) for part in seed.split(_row_chunk(lin))]
+    rows = [pull(part) for part in seed.split(chunk)]
     kernels = torch.cat(rows).reshape(n_chosen, *point.anchor.shape).detach()
     activations = activation.detach().clone() if point.exact else None
     return EffectiveKernels(layer, positions, activations, kernels)
@@ -781,13 +777,62 @@ _CHUNK_BYTES = 1 << 18
 _MIN_CHUNK = 16
 
 
-def _row_chunk(lin: Linearisation) -> int:
-    """How many rows :func:`effective_kernels` pulls back at once (each row is independent)."""
-    widest = max(
-        (v.numel() * v.element_size() for n, v in lin.values.items() if n in lin.steps),
-        default=1,
-    )
-    return max(_MIN_CHUNK, _CHUNK_BYTES // max(widest, 1))
+def _row_chunk(row_bytes: Sequence[int]) -> int:
+    """How many rows :func:`effective_kernels` pulls back at once (each row is independent).
+
+    ``row_bytes``: the bytes of one row at each layer's output.
+    """
+    return max(_MIN_CHUNK, _CHUNK_BYTES // max(1, *row_bytes))
+
+
+def _at_layer(
+    traced: TracedModel, point: _Point, layer: str
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor], int]:
+    """``(activation, pull, chunk)``: the layer's output at the point and its rows' way back.
+
+    ``activation`` is the layer's output (no batch axis); ``pull`` sends rows ``(n, *shape)``
+    on it back to the input, ``(n, *in_shape)``, ``chunk`` of them at a time. A plain chain
+    takes its compiled plan for this layout (made here the first time, from the whole
+    linearisation), running only the layers up to ``layer``; anything else (a model whose later
+    layers do not fit this input, one that no longer fits its plan) the general linearisation
+    up to ``layer``.
+    """
+    node = traced.node(layer, "layer")
+    policy = Policy(point.exact)
+    key = layout(point.anchor, policy)
+    plan = traced.plans.get(key)
+    if traced.chain is not None and plan is None:
+        try:
+            lin = linearise(traced, point.anchor, policy)
+        except ValueError:  # a later layer does not fit this input: not needed here
+            return _general_at_layer(linearise(traced, point.anchor, policy, node), node, layer)
+        plan = compile_chain(lin, policy)
+        if plan is not None:
+            traced.plans[key] = plan
+        return _general_at_layer(lin, node, layer)
+    if plan is not None and node in plan.nodes:
+        stop = plan.nodes.index(node) + 1
+        try:
+            with torch.no_grad():
+                value, saved = plan.run(point.anchor, stop)
+        except PLAN_FAILURES:
+            traced.plans.pop(key, None)
+        else:
+
+            def pull(part: torch.Tensor) -> torch.Tensor:
+                with torch.no_grad():
+                    return plan.send_back(saved, part)
+
+            return value[0], pull, _row_chunk(plan.row_bytes[:stop])
+    return _general_at_layer(linearise(traced, point.anchor, policy, until=node), node, layer)
+
+
+def _general_at_layer(lin: Linearisation, node: fx.Node, layer: str):
+    """:func:`_at_layer` by a linearisation that reaches ``node``."""
+    if node not in lin.steps:
+        raise ValueError(f"layer must name an operation that depends on the input, got {layer!r}")
+    row_bytes = [v[0].numel() * v.element_size() for n, v in lin.values.items() if n in lin.steps]
+    return lin.values[node][0], lambda part: pull_back(lin, {node: part}), _row_chunk(row_bytes)
 
 
 def _unravel(flat: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:

@@ -627,3 +627,113 @@ def test_a_plan_keeps_only_small_identity_rows():
     virtual_matrix(small, x)
     (plan,) = traced(small).plans.values()
     assert plan.kept["identity"].shape == (10, 10)
+
+
+# -- effective kernels by the plan ---------------------------------------------------------------
+def _kernels_reference(model: nn.Module, x: torch.Tensor, layer: str, positions: torch.Tensor):
+    """jacrev of each channel's unit at ``positions`` of the model cut after ``layer``."""
+    from kronlib.virtual import prefix
+
+    cut = prefix(model, layer)
+    full = jacobian(cut, x)  # (*layer_shape, *in_shape)
+    rows = []
+    for channel, where in enumerate(positions.tolist()):
+        rows.append(full[(channel, *where)])
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_effective_kernels_by_the_plan_give_the_general_paths_bits(index):
+    from kronlib import virtual
+    from kronlib._cache import traced
+
+    model = _planned_chains()[index]
+    dtype = next(model.parameters()).dtype
+    side = {0: 32, 1: 32, 2: 8, 3: 10}[index]
+    x = torch.randn(1, side, side, dtype=dtype)
+    names = [n for n in traced(model).names if n in dict(model.named_modules())]
+    plain = copy.deepcopy(model)
+    for point, kwargs in ((x, {}), (None, {"input_shape": x.shape})):
+        for layer in names:
+            for _ in range(2):  # the call that compiles the plan, then one that takes it
+                before = x.clone()
+                planned = effective_kernels(model, point, layer, **kwargs)
+                assert torch.equal(x, before)
+                with pytest.MonkeyPatch.context() as patch:
+                    patch.setattr(virtual, "compile_chain", lambda lin, policy: None)
+                    general = effective_kernels(plain, point, layer, **kwargs)
+                assert torch.equal(planned.kernels, general.kernels), layer
+                assert torch.equal(planned.positions, general.positions), layer
+    assert len(traced(model).plans) == 2  # exact at x, and data-independent
+    assert traced(plain).plans == {}
+
+
+def test_effective_kernels_take_the_plan_virtual_matrix_made(monkeypatch):
+    from kronlib import virtual
+    from kronlib._cache import traced
+
+    torch.manual_seed(21)
+    model = LeNet5().eval()
+    x = torch.rand(1, 32, 32)
+    virtual_matrix(model, x)
+    (plan,) = traced(model).plans.values()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the general path ran")
+
+    monkeypatch.setattr(virtual, "linearise", refuse)
+    for layer in ("conv1", "pool1", "conv2", "relu2", "pool2", "fc1", "fc2", "fc3"):
+        result = effective_kernels(model, x, layer)
+        reference = _kernels_reference(model, x, layer, result.positions)
+        assert relative_error(result.kernels, reference) < 1e-5, layer
+    assert list(traced(model).plans.values()) == [plan]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_weights_changed_between_planned_kernels_are_seen(dtype):
+    from kronlib._cache import traced
+
+    tolerance = 1e-10 if dtype == torch.float64 else 1e-5
+    torch.manual_seed(22)
+    model = LeNet5().to(dtype).eval()
+    x = torch.rand(1, 32, 32, dtype=dtype)
+
+    def check() -> None:
+        for layer in ("conv2", "fc1", "fc3"):
+            for _ in range(2):
+                result = effective_kernels(model, x, layer)
+                reference = _kernels_reference(model, x, layer, result.positions)
+                assert relative_error(result.kernels, reference) < tolerance, layer
+
+    check()
+    (plan,) = traced(model).plans.values()
+    with torch.no_grad():
+        model.conv1.weight.mul_(-2)
+    model.fc1.weight.data.mul_(-1)  # through .data: the version counter does not move
+    model.conv2.bias.data = torch.randn(16, dtype=dtype)  # the storage replaced
+    check()
+    assert list(traced(model).plans.values()) == [plan]
+    model.conv1.weight.data = torch.randn(6, 1, 3, 3, dtype=dtype)  # the plan no longer fits
+    check()
+    model.conv1.weight.data = torch.randn(6, 1, 7, 7, dtype=dtype)  # the model no longer fits
+    with pytest.raises(ValueError, match="fc1"):
+        effective_kernels(model, x, "fc3")
+    for _ in range(2):  # what comes before fc1 still fits: its kernels, with or without a plan
+        result = effective_kernels(model, x, "pool1")
+        reference = _kernels_reference(model, x, "pool1", result.positions)
+        assert relative_error(result.kernels, reference) < tolerance
+
+
+def test_effective_kernels_of_a_first_in_place_relu_leave_x_alone():
+    torch.manual_seed(23)
+    model = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(1, 3, 3), nn.ReLU(inplace=True))
+    referee = copy.deepcopy(model)  # jacrev cannot differentiate in-place layers
+    referee[0].inplace = referee[2].inplace = False
+    x = torch.randn(1, 6, 6)
+    before = x.clone()
+    for _ in range(3):
+        for layer in ("0", "1", "2"):
+            result = effective_kernels(model, x, layer)
+            assert torch.equal(x, before)
+            reference = _kernels_reference(referee, x, layer, result.positions)
+            assert relative_error(result.kernels, reference) < 1e-5
