@@ -24,18 +24,30 @@ def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) 
 
 
 def paired_median_seconds(
-    first: Callable[[], object], second: Callable[[], object], repeats: int = 20, warmup: int = 2
+    first: Callable[[], object],
+    second: Callable[[], object],
+    repeats: int = 20,
+    warmup: int = 2,
+    block: int = 1,
 ) -> tuple[float, float]:
-    """Median times of two functions measured in alternation, ``first`` then ``second``.
+    """Median times per call of two functions measured in alternation, ``first`` then ``second``.
 
-    Alternating the calls exposes both to the same drift of the machine (frequency, other
-    load), so their ratio is steadier than that of two separate series.
+    Each of ``repeats`` rounds times ``block`` consecutive calls of ``first``, then ``block``
+    calls of ``second``. Alternating exposes both to the same drift of the machine (frequency,
+    other load), so their ratio is steadier than that of two separate series.
+
+    ``block`` sets what is measured. With ``block=1`` every call comes right after the other
+    function's, with what that left in the caches: the time of one call amid other work. A
+    longer block measures the steady state, a function called again and again, as ``timeit``
+    and ``torch.utils.benchmark`` do (a block's first call still pays for the switch, shared
+    by the block).
 
     Returns:
-        ``(median seconds of first, median seconds of second)``.
+        ``(median seconds per call of first, median seconds per call of second)``.
     """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be ≥ 1 and warmup ≥ 0, got {repeats} and {warmup}")
+    for name, value, least in (("repeats", repeats, 1), ("warmup", warmup, 0), ("block", block, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an int ≥ {least}, got {value!r}")
     for _ in range(warmup):
         first()
         second()
@@ -43,6 +55,7 @@ def paired_median_seconds(
     for _ in range(repeats):
         for fn, bucket in ((first, times[0]), (second, times[1])):
             start = time.perf_counter()
-            fn()
-            bucket.append(time.perf_counter() - start)
+            for _ in range(block):
+                fn()
+            bucket.append((time.perf_counter() - start) / block)
     return statistics.median(times[0]), statistics.median(times[1])

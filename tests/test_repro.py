@@ -29,3 +29,17 @@ def test_median_seconds():
     assert len(calls) == 5 and 0 <= seconds < 1
     with pytest.raises(ValueError, match="repeats must be ≥ 1"):
         median_seconds(lambda: None, repeats=0)
+
+
+def test_paired_median_seconds_alternates_blocks_of_calls():
+    from kronlib.timing import paired_median_seconds
+
+    calls = []
+    first, second = paired_median_seconds(
+        lambda: calls.append("a"), lambda: calls.append("b"), repeats=2, warmup=1, block=3
+    )
+    assert calls == ["a", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+    assert 0 <= first < 1 and 0 <= second < 1
+    for bad in ({"repeats": 0}, {"block": 0}, {"block": 2.0}, {"warmup": -1}, {"block": True}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be an int"):
+            paired_median_seconds(lambda: None, lambda: None, **bad)
