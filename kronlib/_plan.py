@@ -28,7 +28,7 @@ from kronlib.graph import Linearisation
 from kronlib.rules import Policy, Rule
 from kronlib.rules.base import Linearised, Stage
 
-__all__ = ["PLAN_FAILURES", "ChainPlan", "compile_chain", "layout"]
+__all__ = ["PLAN_FAILURES", "ChainPlan", "compile_chain", "identity_rows", "layout"]
 
 # what a stage raises when the model no longer fits the plan (the general path then names it):
 # StaleStageError (a RuntimeError), or torch's own RuntimeError for shapes that no longer match;
@@ -37,6 +37,17 @@ PLAN_FAILURES = (RuntimeError,)
 # the identity rows are kept with the plan up to this many entries (LeNet's 10 × 10); larger ones
 # are made at each call, as the general path makes them
 _KEPT_IDENTITY = 1 << 12
+
+
+def identity_rows(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """``(numel, *shape)``: one row per entry of ``shape``, a one at it (``like``'s dtype/device).
+
+    A base tensor (no view of another), so that a view of it names it as its ``_base``.
+    """
+    n = math.prod(shape)
+    rows = torch.zeros(n, *shape, dtype=like.dtype, device=like.device)
+    rows.view(n, n).fill_diagonal_(1)
+    return rows
 
 
 def layout(point: torch.Tensor, policy: Policy) -> tuple[Any, ...]:
@@ -73,10 +84,8 @@ class ChainPlan:
         """``(out_numel, *out_shape)``: every output's one-hot row, in ``like``'s dtype/device."""
         identity = self.kept.get("identity")
         if identity is None:
-            n_out = math.prod(self.out_shape)
-            eye = torch.eye(n_out, dtype=like.dtype, device=like.device)
-            identity = eye.reshape(n_out, *self.out_shape).clone()  # a base: its views name it
-            if n_out * n_out <= _KEPT_IDENTITY:
+            identity = identity_rows(self.out_shape, like)
+            if identity.numel() <= _KEPT_IDENTITY:
                 self.kept["identity"] = identity
         return identity
 
@@ -164,11 +173,7 @@ def _general_stage(rule: Rule, policy: Policy) -> Stage:
         return lin.value, lin
 
     def back(cot: torch.Tensor, lin: Linearised, owned: bool) -> tuple[torch.Tensor, bool]:
-        # as kronlib.graph.pull_back: overwrite only rows this pass owns
-        if owned and lin.pullback_into is not None:
-            (cot,) = lin.pullback_into(cot)
-            return cot, True
-        (cot,) = lin.pullback(cot)
-        return cot, lin.fresh
+        (cot,), owned = lin.pull(cot, owned)
+        return cot, owned
 
     return Stage(run, back)

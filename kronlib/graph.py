@@ -684,11 +684,7 @@ def pull_back(
         owned.discard(node)
         if at is not None:
             cot = at(node, cot)
-        linearised = lin.steps[node].linearised
-        if mine and linearised.pullback_into is not None:
-            backs, fresh = linearised.pullback_into(cot), True
-        else:
-            backs, fresh = linearised.pullback(cot), linearised.fresh
+        backs, fresh = lin.steps[node].linearised.pull(cot, mine)
         fresh = fresh and not hooks and len(backs) == 1
         for i, (source, back) in enumerate(zip(lin.steps[node].inputs, backs, strict=True)):
             if edge is not None:
@@ -716,12 +712,7 @@ def _pull_back_chain(lin: Linearisation, start: fx.Node, rows: torch.Tensor) -> 
     layers = list(lin.steps)
     cot, owned = rows, False
     for node in reversed(layers[: layers.index(start) + 1] if start in lin.steps else []):
-        linearised = lin.steps[node].linearised
-        if owned and linearised.pullback_into is not None:
-            (cot,) = linearised.pullback_into(cot)
-        else:
-            (cot,) = linearised.pullback(cot)
-            owned = linearised.fresh
+        (cot,), owned = lin.steps[node].linearised.pull(cot, owned)
     return cot
 
 

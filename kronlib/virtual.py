@@ -35,7 +35,7 @@ import torch.fx as fx
 from torch import nn
 
 from kronlib._cache import traced
-from kronlib._plan import PLAN_FAILURES, compile_chain, layout
+from kronlib._plan import PLAN_FAILURES, compile_chain, identity_rows, layout
 from kronlib._validate import ArrayLike, as_float_tensor, as_index, as_int, as_shape
 from kronlib.graph import (
     Linearisation,
@@ -372,9 +372,7 @@ def virtual_matrix(
 def _seed(index: torch.Tensor | None, out_shape: Sequence[int], like: torch.Tensor):
     """``(n, *out_shape)`` one-hot rows: every output (the identity) or the ``index`` ones."""
     if index is None:
-        n_out = math.prod(out_shape)
-        eye = torch.eye(n_out, dtype=like.dtype, device=like.device)
-        return eye.reshape(n_out, *out_shape)
+        return identity_rows(tuple(out_shape), like)
     return _one_hot(index, out_shape, like)
 
 

@@ -100,6 +100,16 @@ class Linearised:
     fresh: bool = False
     pullback_into: Callable[[torch.Tensor], list[torch.Tensor]] | None = None
 
+    def pull(self, cot: torch.Tensor, owned: bool) -> tuple[list[torch.Tensor], bool]:
+        """``(rows, fresh)``: ``cot`` sent back, and whether the pass now owns what it got.
+
+        Into ``cot`` itself when the pass owns it (a tensor it made, that nothing else holds)
+        and the layer allows it; :attr:`pullback` otherwise.
+        """
+        if owned and self.pullback_into is not None:
+            return self.pullback_into(cot), True
+        return self.pullback(cot), self.fresh
+
 
 class StaleStageError(RuntimeError):
     """A :class:`Stage` met a layer that no longer fits it (a weight of another shape)."""
