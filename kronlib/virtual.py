@@ -738,7 +738,29 @@ def effective_kernels(
     if layer is None:
         names = list(_traced(model).names)
         raise ValueError(f"layer must name an operation of the model, one of {names}")
-    activation, pull, chunk = _at_layer(_traced(model), point, layer)
+    traced = _traced(model)
+    activation, pull, chunk, planned = _at_layer(traced, point, layer)
+    try:
+        return _kernels(layer, point, activation, pull, chunk, channels, max_channels)
+    except PLAN_FAILURES:
+        if not planned:
+            raise
+    # the plan no longer fits the model (found only on the way back): the general path
+    traced.plans.pop(layout(point.anchor, Policy(point.exact)), None)
+    activation, pull, chunk, _ = _at_layer(traced, point, layer)
+    return _kernels(layer, point, activation, pull, chunk, channels, max_channels)
+
+
+def _kernels(
+    layer: str,
+    point: _Point,
+    activation: torch.Tensor,
+    pull: Callable[[torch.Tensor], torch.Tensor],
+    chunk: int,
+    channels: Sequence[int] | ArrayLike | None,
+    max_channels: int | None,
+) -> EffectiveKernels:
+    """:func:`effective_kernels` from the layer's output and its rows' way back."""
     if activation.ndim == 0:
         raise ValueError(f"layer {layer!r} has no channel axis")
     if channels is not None and max_channels is not None:
@@ -785,11 +807,13 @@ def _row_chunk(row_bytes: Sequence[int]) -> int:
 
 def _at_layer(
     traced: TracedModel, point: _Point, layer: str
-) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor], int]:
-    """``(activation, pull, chunk)``: the layer's output at the point and its rows' way back.
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor], int, bool]:
+    """``(activation, pull, chunk, planned)``: the layer's output and its rows' way back.
 
     ``activation`` is the layer's output (no batch axis); ``pull`` sends rows ``(n, *shape)``
-    on it back to the input, ``(n, *in_shape)``, ``chunk`` of them at a time. A plain chain
+    on it back to the input, ``(n, *in_shape)``, ``chunk`` of them at a time; ``planned``
+    says that ``pull`` is the plan's (which raises a RuntimeError when the model no longer
+    fits it, for the caller to drop the plan and come back). A plain chain
     takes its compiled plan for this layout (made here the first time, from the whole
     linearisation), running only the layers up to ``layer``; anything else (a model whose later
     layers do not fit this input, one that no longer fits its plan) the general linearisation
@@ -821,16 +845,20 @@ def _at_layer(
                 with torch.no_grad():
                     return plan.send_back(saved, part)
 
-            return value[0], pull, _row_chunk(plan.row_bytes[:stop])
+            return value[0], pull, _row_chunk(plan.row_bytes[:stop]), True
     return _general_at_layer(linearise(traced, point.anchor, policy, until=node), node, layer)
 
 
 def _general_at_layer(lin: Linearisation, node: fx.Node, layer: str):
-    """:func:`_at_layer` by a linearisation that reaches ``node``."""
+    """:func:`_at_layer` by a linearisation that reaches ``node`` (not planned)."""
     if node not in lin.steps:
         raise ValueError(f"layer must name an operation that depends on the input, got {layer!r}")
     row_bytes = [v[0].numel() * v.element_size() for n, v in lin.values.items() if n in lin.steps]
-    return lin.values[node][0], lambda part: pull_back(lin, {node: part}), _row_chunk(row_bytes)
+
+    def pull(part: torch.Tensor) -> torch.Tensor:
+        return pull_back(lin, {node: part})
+
+    return lin.values[node][0], pull, _row_chunk(row_bytes), False
 
 
 def _unravel(flat: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:

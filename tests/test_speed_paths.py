@@ -737,3 +737,20 @@ def test_effective_kernels_of_a_first_in_place_relu_leave_x_alone():
             assert torch.equal(x, before)
             reference = _kernels_reference(referee, x, layer, result.positions)
             assert relative_error(result.kernels, reference) < 1e-5
+
+
+def test_a_plan_that_fails_on_the_way_back_gives_way_to_the_general_path():
+    # a max-pool's kernel list edited in place changes no id: the trace and its plan stay, the
+    # forward follows the model (the list is the module's), but the stride-2 convolution's
+    # transpose was planned for the old size and fails going back
+    torch.manual_seed(24)
+    pool = nn.MaxPool2d(kernel_size=[2, 2], stride=[1, 1])
+    model = nn.Sequential(nn.Conv2d(1, 3, 1), pool, nn.Conv2d(3, 4, 2, stride=2), nn.ReLU())
+    model = model.double().eval()
+    x = torch.randn(1, 10, 10, dtype=torch.float64)
+    for step in range(4):
+        if step == 2:
+            pool.kernel_size[0] = pool.kernel_size[1] = 3
+        result = effective_kernels(model, x, "3")
+        reference = _kernels_reference(model, x, "3", result.positions)
+        assert relative_error(result.kernels, reference) < 1e-12, step
