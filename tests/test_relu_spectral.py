@@ -337,3 +337,20 @@ def test_low_rank_accuracy_replaces_one_layer_and_keeps_the_model():
     assert set(result) == {1, 16}
     with pytest.raises(ValueError, match="layer must name a Conv2d"):
         low_rank_accuracy(model, "fc", digits, [1])
+
+
+def test_rank_enough_is_the_first_rank_from_which_on_the_floor_holds():
+    from kronlib.spectral import rank_enough
+
+    curve = {1: 0.50, 2: 0.95, 3: 0.89, 4: 0.96, 5: 0.97}
+    assert rank_enough(curve, 0.9) == 4  # rank 2 is above, but 3 falls below again
+    assert rank_enough(curve, 0.4) == 1
+    assert rank_enough(curve, np.float64(0.97)) == 5
+    assert rank_enough({8: 0.9, 2: 0.95, 4: 0.8}, 0.85) == 8  # order of the keys is not used
+    with pytest.raises(ValueError, match="no rank is enough.*5.*0.97.*0.99"):
+        rank_enough(curve, 0.99)
+    with pytest.raises(ValueError, match="at least one rank"):
+        rank_enough({}, 0.5)
+    for bad in (True, "0.9", float("nan")):
+        with pytest.raises((TypeError, ValueError), match="floor"):
+            rank_enough(curve, bad)
