@@ -142,14 +142,18 @@ class ChainPlan:
 def compile_chain(lin: Linearisation, policy: Policy) -> ChainPlan | None:
     """The plan of a plain chain linearised in full at one point under ``policy``, or ``None``.
 
-    ``None`` for a linearisation that is not a whole plain chain, or an approximate one (whose
-    offset needs every step's affine map: :func:`kronlib.graph.affine_offset`).
+    ``None`` for a linearisation that is not a whole plain chain, an approximate one (whose
+    offset needs every step's affine map: :func:`kronlib.graph.affine_offset`), or one through a
+    layer whose attributes are computed when read (a parametrized weight, which a stage would
+    hold as it was).
     """
     traced = lin.traced
     if not lin.chain or traced.chain is None or len(lin.steps) != len(traced.chain):
         return None
     if lin.approximate:
         return None
+    if any(node not in traced.bound for node in lin.steps):
+        return None  # a layer bound again at each call (its attributes are computed)
     stages, source = [], lin.input
     for node, step in lin.steps.items():
         x, value = lin.values[source], lin.values[node]

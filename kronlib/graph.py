@@ -29,6 +29,7 @@ from kronlib.rules import (
     Rule,
     UnsupportedLayerError,
     Variable,
+    computes_attributes,
     rule_for_function,
     rule_for_method,
     rule_for_module,
@@ -462,7 +463,11 @@ def _linearise_chain(
 
 
 def _bound_layer(traced: TracedModel, node: fx.Node) -> Rule:
-    """Bind the rule of a layer node to its module, check it and keep it for the trace."""
+    """Bind the rule of a layer node to its module, check it and keep it for the trace.
+
+    Not kept for a module whose attributes are computed when read (a parametrized weight:
+    :func:`kronlib.rules.computes_attributes`): it is bound again at each call.
+    """
     module, rule_type = traced.layers[node]
     if rule_type is None:
         raise UnsupportedLayerError(
@@ -470,7 +475,8 @@ def _bound_layer(traced: TracedModel, node: fx.Node) -> Rule:
         )
     rule = rule_type.from_module(module)
     _check(traced, node, rule)
-    traced.bound[node] = rule
+    if not computes_attributes(module):
+        traced.bound[node] = rule
     return rule
 
 

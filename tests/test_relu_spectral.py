@@ -347,7 +347,7 @@ def test_rank_enough_is_the_first_rank_from_which_on_the_floor_holds():
     assert rank_enough(curve, 0.4) == 1
     assert rank_enough(curve, np.float64(0.97)) == 5
     assert rank_enough({8: 0.9, 2: 0.95, 4: 0.8}, 0.85) == 8  # order of the keys is not used
-    with pytest.raises(ValueError, match="no rank is enough.*5.*0.97.*0.99"):
+    with pytest.raises(ValueError, match=r"no rank is enough.*5.*0\.97.*0\.99"):
         rank_enough(curve, 0.99)
     with pytest.raises(ValueError, match="at least one rank"):
         rank_enough({}, 0.5)

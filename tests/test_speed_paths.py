@@ -754,3 +754,73 @@ def test_a_plan_that_fails_on_the_way_back_gives_way_to_the_general_path():
         result = effective_kernels(model, x, "3")
         reference = _kernels_reference(model, x, "3", result.positions)
         assert relative_error(result.kernels, reference) < 1e-12, step
+
+
+# -- attributes computed when read, and padding that follows the kernel --------------------------
+class _Standardised(nn.Module):
+    """A weight standardised per output channel: a parametrization of ``weight``."""
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        flat = weight.flatten(1)
+        return ((flat - flat.mean(1, keepdim=True)) / flat.std(1, keepdim=True)).view_as(weight)
+
+
+class _LearnedSlope(nn.LeakyReLU):
+    """A LeakyReLU whose slope is read from a parameter through a property."""
+
+    def __init__(self):
+        super().__init__()
+        self.raw = nn.Parameter(torch.tensor(0.2, dtype=torch.float64))
+
+    @property
+    def negative_slope(self) -> float:
+        return float(self.raw.detach())
+
+    @negative_slope.setter
+    def negative_slope(self, value: float) -> None:
+        pass  # the slope is the parameter's
+
+
+def test_parametrized_weights_and_computed_slopes_are_read_at_every_call():
+    from torch.nn.utils import parametrize
+    from torch.nn.utils.parametrizations import weight_norm
+
+    from kronlib._cache import traced
+
+    torch.manual_seed(25)
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3), _LearnedSlope(), nn.MaxPool2d(2), nn.Conv2d(3, 4, 3), nn.ReLU()
+    ).double()
+    parametrize.register_parametrization(model[0], "weight", _Standardised())
+    weight_norm(model[3])
+    x = torch.randn(1, 12, 12, dtype=torch.float64)
+
+    def check() -> None:
+        for _ in range(2):  # a first call, and one that would take a plan
+            assert relative_error(virtual_matrix(model, x), jacobian(model, x)) < 1e-10
+            for layer in ("1", "4"):
+                result = effective_kernels(model, x, layer)
+                reference = _kernels_reference(model, x, layer, result.positions)
+                assert relative_error(result.kernels, reference) < 1e-10
+
+    check()
+    with torch.no_grad():
+        model[0].parametrizations.weight.original.mul_(torch.randn(3, 1, 3, 3).double())
+        model[1].raw.fill_(-0.5)
+    model[3].parametrizations.weight.original1.data.mul_(-3)  # weight_norm's direction
+    check()
+    assert traced(model).plans == {}  # a plan would hold the weights as they were
+
+
+def test_same_padding_follows_a_kernel_swapped_through_data():
+    torch.manual_seed(26)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding="same"), nn.ReLU(), nn.Conv2d(2, 2, 3))
+    model = model.double()
+    x = torch.randn(1, 9, 9, dtype=torch.float64)
+    for kernel in (3, 5, 3):
+        model[0].weight.data = torch.randn(2, 1, kernel, kernel, dtype=torch.float64)
+        for _ in range(2):
+            assert relative_error(virtual_matrix(model, x), jacobian(model, x)) < 1e-10
+            result = effective_kernels(model, x, "2")
+            reference = _kernels_reference(model, x, "2", result.positions)
+            assert relative_error(result.kernels, reference) < 1e-10

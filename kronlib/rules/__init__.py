@@ -61,6 +61,7 @@ __all__ = [
     "Rule",
     "UnsupportedLayerError",
     "Variable",
+    "computes_attributes",
     "rule_for_function",
     "rule_for_method",
     "rule_for_module",
@@ -96,7 +97,8 @@ def _keeps_behaviour(module: nn.Module, base: type[nn.Module]) -> bool:
     A subclass that defines methods of its own (a ``forward``, a ``_conv_forward``, …) may
     compute something else (a weight-standardised convolution, a shifted ReLU): it is not taken
     for its base class; the engine traces into its ``forward`` instead. Properties (such as the
-    ones ``torch.nn.utils.parametrize`` adds) are read through, so they are kept.
+    ones ``torch.nn.utils.parametrize`` adds) are read through, so they are kept (and read again
+    at every call: :func:`computes_attributes`).
     """
     for klass in type(module).__mro__:
         if klass is base:
@@ -109,6 +111,22 @@ def _keeps_behaviour(module: nn.Module, base: type[nn.Module]) -> bool:
             ):
                 return False
     return False
+
+
+def computes_attributes(module: nn.Module) -> bool:
+    """Whether reading the module's attributes runs code (properties of its class).
+
+    A parametrization (``torch.nn.utils.parametrize``: ``weight_norm``, a standardised
+    weight) makes ``module.weight`` a new tensor computed from the parameters at each read; a
+    subclass may derive a slope from a parameter. A rule bound to such a module holds what the
+    properties gave when it was bound, so the engine binds it again at every call (and compiles
+    no plan through it). The supported base classes have no properties.
+    """
+    return any(
+        isinstance(member, property | functools.cached_property)
+        for klass in type(module).__mro__
+        for member in vars(klass).values()
+    )
 
 
 def rule_for_module(module: nn.Module) -> type[Rule] | None:

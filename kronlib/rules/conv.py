@@ -126,13 +126,26 @@ class Conv(Rule):
         (x,) = inputs
         check_image(x)
         weight, bias = parameter(self.weight, x), parameter(self.bias, x)
-        value = self._apply(x, weight, bias)
+        rule = self._for_kernel(weight)
+        value = rule._apply(x, weight, bias)
 
         def forward(tangents):
-            return self._apply(tangents[0], weight, None)
+            return rule._apply(tangents[0], weight, None)
 
-        pullback = self._pullback(weight, x.shape[1:], value.shape[1:])
+        pullback = rule._pullback(weight, x.shape[1:], value.shape[1:])
         return Linearised(value, forward, pullback, fresh=True)
+
+    def _for_kernel(self, weight: torch.Tensor) -> Conv:
+        """This rule for the kernel size ``weight`` has now.
+
+        ``'same'`` zero padding is worked out from the weight at each call, as ``F.conv2d``
+        does: a weight swapped for a larger one through ``.data`` (which changes no attribute
+        the trace cache sees) gets its own padding, not the one bound with the layer.
+        """
+        if not (isinstance(self.given_padding, str) and self.padding_mode == "zeros"):
+            return self
+        padding = _padding(self.given_padding, tuple(weight.shape[-2:]), self.dilation, self.stride)
+        return self if padding == self.padding else dataclasses.replace(self, padding=padding)
 
     def stage(self, x: torch.Tensor, value: torch.Tensor, policy: Policy) -> Stage | None:
         """Zero padding alike on both sides: the convolution and its transpose (see linearise)."""
