@@ -92,11 +92,14 @@ def as_conv_weight(value: Any, name: str) -> torch.Tensor:
 def as_int(value: Any, name: str, minimum: int | None = None) -> int:
     """Return ``value`` as a Python int, or raise.
 
-    Python ints, numpy integers and 0-d integer tensors (``logits.argmax()``) are ints; ``bool``,
-    floats (even ``2.0``), strings and anything else are not.
+    Python ints, numpy integers, 0-d integer tensors (``logits.argmax()``) and 0-d integer
+    numpy arrays (``np.array(3)``) are ints; ``bool``, floats (even ``2.0``), strings and
+    anything else are not.
     """
     if isinstance(value, torch.Tensor) and value.ndim == 0 and value.dtype in _INT_DTYPES:
         value = int(value.item())
+    elif isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iu":
+        value = value[()]
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if minimum is not None and value < minimum:
@@ -155,6 +158,8 @@ def is_int(value: Any) -> bool:
     """Whether ``value`` is an int in the sense of :func:`kronlib._validate.as_int`."""
     if isinstance(value, torch.Tensor):
         return value.ndim == 0 and value.dtype in _INT_DTYPES
+    if isinstance(value, np.ndarray):
+        return value.ndim == 0 and value.dtype.kind in "iu"
     return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 

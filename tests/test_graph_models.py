@@ -232,9 +232,10 @@ def test_outputs_accept_integers_of_every_kind_and_refuse_the_rest():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(32, 4))
     x = torch.randn(1, 6, 6)
     full = virtual_matrix(model, x)
-    for outputs in (2, np.int64(2), torch.tensor(2), [2], np.array([2]), torch.tensor([2])):
+    integers = (2, np.int64(2), np.array(2), torch.tensor(2), [2], np.array([2]), torch.tensor([2]))
+    for outputs in integers:
         torch.testing.assert_close(virtual_matrix(model, x, outputs=outputs)[0], full[2])
-    for bad in (True, 0.7, "1", [1.0], torch.tensor(1.5)):
+    for bad in (True, 0.7, "1", [1.0], torch.tensor(1.5), np.array(1.5), np.array(True)):
         with pytest.raises(TypeError, match="outputs"):
             virtual_matrix(model, x, outputs=bad)
     for bad in ([], [4], [-1], np.zeros((1, 1), dtype=int)):
@@ -254,9 +255,12 @@ def test_shape_and_count_arguments_are_checked():
     for bad in (0, -1):
         with pytest.raises(ValueError, match="max_channels must be an int ≥ 1"):
             effective_kernels(model, x, "0", max_channels=bad)
-    for bad in (1.5, True, "2"):
+    for bad in (1.5, True, "2", np.array(1.5)):
         with pytest.raises(TypeError, match="max_channels must be an int"):
             effective_kernels(model, x, "0", max_channels=bad)
+    for count in (np.array(1), np.uint8(1), torch.tensor(1)):  # 0-d integers of every kind
+        assert len(effective_kernels(model, x, "0", max_channels=count).kernels) == 1
+        assert len(effective_kernels(model, x, "0", channels=count).kernels) == 1
     with pytest.raises(TypeError, match="bias must be True or False"):
         virtual_matrix(model, x, bias=1)
     with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
