@@ -209,12 +209,18 @@ def trace(model: nn.Module) -> TracedModel:
     for n in nodes:
         if n.op == "call_module":
             calls.setdefault(n.target, []).append(n)
+    places = _sequential_places(model)
     names: dict[str, fx.Node] = {}
     for n in nodes:
         if n.op == "call_module":
             uses = calls[n.target]
-            # a module called more than once has one name per call: "conv:1", "conv:2"
-            name = n.target if len(uses) == 1 else f"{n.target}:{uses.index(n) + 1}"
+            where = places.get(id(gm.get_submodule(n.target)), [])
+            if len(uses) == 1:
+                name = n.target
+            elif len(where) == len(uses):  # placed in Sequentials, called where it is placed
+                name = where[uses.index(n)]
+            else:  # one name per call: "conv:1", "conv:2"
+                name = f"{n.target}:{uses.index(n) + 1}"
             names[name] = n
     for n in nodes:
         if n.op in ("call_function", "call_method"):
@@ -230,6 +236,32 @@ def trace(model: nn.Module) -> TracedModel:
     traced.in_place = frozenset(n for n in nodes if _writes_in_place(traced, n))
     traced.chain = _plain_chain(traced)
     return traced
+
+
+def _sequential_places(model: nn.Module) -> dict[int, list[str]]:
+    """``id(module) → names``, for modules placed only in ``nn.Sequential`` containers.
+
+    Every place a module instance is registered, in the order of the walk (``_modules``, which
+    keeps a module placed twice at both places, unlike ``named_modules``). A Sequential calls
+    its children in that order, so a module placed twice in Sequentials, and called twice, is
+    called at its places in turn: each call is named by its place (``"1"`` and ``"4"``, as
+    :func:`kronlib.virtual.chain` names them). Modules placed anywhere else are left out.
+    """
+    places: dict[int, list[str]] = {}
+    elsewhere: set[int] = set()
+
+    def walk(module: nn.Module, prefix: str, seen: frozenset[int]) -> None:
+        in_order = type(module).forward is nn.Sequential.forward
+        for name, child in module._modules.items():
+            if child is None or id(child) in seen:
+                continue
+            (places if in_order else {}).setdefault(id(child), []).append(prefix + name)
+            if not in_order:
+                elsewhere.add(id(child))
+            walk(child, f"{prefix}{name}.", seen | {id(child)})
+
+    walk(model, "", frozenset({id(model)}))
+    return {key: names for key, names in places.items() if key not in elsewhere}
 
 
 def _plain_chain(traced: TracedModel) -> list[fx.Node] | None:

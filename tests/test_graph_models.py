@@ -760,3 +760,24 @@ def test_kronecker_terms_follow_in_place_writes():
     torch.testing.assert_close(split.terms.sum(0), virtual_matrix(model, x, outputs=[0, 7]))
     with pytest.raises(ValueError, match="does not separate"):
         kronecker_terms(model, x, cut="c", outputs=[0])
+
+
+def test_a_module_placed_twice_in_sequentials_is_named_by_its_places():
+    from kronlib.virtual import chain, prefix
+
+    torch.manual_seed(27)
+    relu, pool = nn.ReLU(), nn.MaxPool2d(2)
+    model = nn.Sequential(
+        nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), relu, pool),
+        nn.Conv2d(2, 3, 3, padding=1),
+        relu,
+        pool,
+    ).double()
+    x = torch.randn(1, 8, 8, dtype=torch.float64)
+    names = [name for name, _ in chain(model)]
+    assert names == ["0.0", "0.1", "0.2", "1", "2", "3"]
+    for name in names:  # the names chain() gives, each its own call
+        result = effective_kernels(model, x, name)
+        full = jacobian(prefix(model, name), x)
+        reference = torch.stack([full[(c, *p)] for c, p in enumerate(result.positions.tolist())])
+        assert relative_error(result.kernels, reference) < 1e-12, name
