@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import operator
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
@@ -78,6 +79,31 @@ class _Entry:
 _TRACES: weakref.WeakKeyDictionary[nn.Module, _Entry] = weakref.WeakKeyDictionary()
 
 
+def _walk(model: nn.Module) -> Iterator[tuple[nn.Module, bool]]:
+    """Every module reachable from ``model`` once, each with whether its class is new.
+
+    The walk of the key and of its snapshot alike: depth first through ``_modules`` (a module
+    placed twice is met once), and ``True`` the first time a module's class is met.
+    """
+    stack: list[nn.Module] = [model]
+    seen: set[int] = set()
+    kinds: set[type] = set()
+    while stack:
+        module = stack.pop()
+        if id(module) in seen:  # a shared module: its state is in already
+            continue
+        seen.add(id(module))
+        kind = type(module)
+        yield module, kind not in kinds
+        kinds.add(kind)
+        stack += [m for m in module._modules.values() if m is not None]
+
+
+def _below_module(kind: type) -> tuple[type, ...]:
+    """The classes of ``kind``'s MRO below ``nn.Module`` (where a forward may be patched)."""
+    return kind.__mro__[: kind.__mro__.index(nn.Module)]
+
+
 def _fingerprint(model: nn.Module, values: list[Any] | None = None) -> list[Any]:
     """Names, types and ids of every module's state (tuples of strings, types and ints).
 
@@ -86,14 +112,7 @@ def _fingerprint(model: nn.Module, values: list[Any] | None = None) -> list[Any]
     """
     key: list[Any] = []
     hooked = False
-    stack: list[nn.Module] = [model]
-    seen: set[int] = set()
-    classes: set[type] = set()
-    while stack:
-        module = stack.pop()
-        if id(module) in seen:  # a shared module: its state is in already
-            continue
-        seen.add(id(module))
+    for module, new_kind in _walk(model):
         hooked = hooked or bool(module._forward_hooks or module._forward_pre_hooks)
         kind, own = type(module), module.__dict__
         params, buffers, children = module._parameters, module._buffers, module._modules
@@ -111,16 +130,14 @@ def _fingerprint(model: nn.Module, values: list[Any] | None = None) -> list[Any]
             )
         )
         holders: list = [own, params, buffers, children] if values is not None else []
-        if kind not in classes:  # the code of its classes (a forward patched onto a class)
-            classes.add(kind)
-            for klass in kind.__mro__[: kind.__mro__.index(nn.Module)]:
+        if new_kind:  # the code of its classes (a forward patched onto a class)
+            for klass in _below_module(kind):
                 namespace = vars(klass)
                 key.append((tuple(namespace), tuple(map(id, namespace.values()))))
                 holders.append(namespace)
         if values is not None:
             for holder in holders:
                 values += holder.values()
-        stack += [m for m in children.values() if m is not None]
     if hooked or torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
         check_hooks(model)  # raises, naming the module
     return key
@@ -147,21 +164,13 @@ def _snapshot(model: nn.Module) -> _Snapshot:
     holders: list[Any] = []
     modules: list[nn.Module] = []
     classes: list[type] = []
-    stack: list[nn.Module] = [model]
-    seen: set[int] = set()
-    while stack:
-        module = stack.pop()
-        if id(module) in seen:
-            continue
-        seen.add(id(module))
-        kind = type(module)
+    for module, new_kind in _walk(model):
         if module is not model:
             holders += _own_dicts(module)
             modules.append(module)
-        if kind not in classes:
-            classes.append(kind)
-            holders += [vars(k) for k in kind.__mro__[: kind.__mro__.index(nn.Module)]]
-        stack += [m for m in module._modules.values() if m is not None]
+        if new_kind:
+            classes.append(type(module))
+            holders += [vars(k) for k in _below_module(type(module))]
     every = _own_dicts(model) + holders
     return _Snapshot(
         type(model),
