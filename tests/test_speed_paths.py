@@ -469,16 +469,21 @@ def _planned_chains():
     return [*_chains(), float32]
 
 
+def _planned_case(index: int) -> tuple[nn.Module, torch.Tensor]:
+    """One of :func:`_planned_chains` and a random input that fits it, in its dtype."""
+    model = _planned_chains()[index]
+    side = {0: 32, 1: 32, 2: 8, 3: 10}[index]
+    return model, torch.randn(1, side, side, dtype=next(model.parameters()).dtype)
+
+
 @pytest.mark.parametrize("index", range(4))
 def test_a_chain_plan_gives_what_the_general_path_gives_bit_for_bit(index):
     from kronlib import graph
     from kronlib._plan import compile_chain
     from kronlib.rules import Policy
 
-    model = _planned_chains()[index]
-    dtype = next(model.parameters()).dtype
-    side = {0: 32, 1: 32, 2: 8, 3: 10}[index]
-    x = torch.randn(1, side, side, dtype=dtype)
+    model, x = _planned_case(index)
+    dtype = x.dtype
     traced = graph.trace(model)
     for policy in (Policy(True), Policy(False), Policy(True, average_maxpool=True)):
         lin = graph.linearise(traced, x, policy)
@@ -549,21 +554,34 @@ def test_a_bug_in_a_stage_is_raised_not_hidden_by_the_general_path():
         virtual_matrix(model, x)
 
 
+def _check_virtual_matrix(model: nn.Module, x: torch.Tensor, tolerance: float) -> None:
+    J, offset = virtual_matrix(model, x, bias=True)
+    assert relative_error(J, jacobian(model, x)) < tolerance
+    out = model(x[None])[0].detach()
+    assert relative_error((J.flatten(1) @ x.flatten()) + offset, out) < tolerance
+
+
+def _check_kernels(model: nn.Module, x: torch.Tensor, tolerance: float, layers=("conv2", "fc3")):
+    for layer in layers:
+        result = effective_kernels(model, x, layer)
+        reference = _kernels_reference(model, x, layer, result.positions)
+        assert relative_error(result.kernels, reference) < tolerance, layer
+
+
+@pytest.mark.parametrize("api", ["virtual_matrix", "effective_kernels"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_weights_changed_between_planned_calls_are_seen(dtype):
+def test_weights_changed_between_planned_calls_are_seen(dtype, api):
     from kronlib._cache import traced
 
     tolerance = 1e-10 if dtype == torch.float64 else 1e-5
     torch.manual_seed(18)
     model = LeNet5().to(dtype).eval()
     x = torch.rand(1, 32, 32, dtype=dtype)
+    calls = {"virtual_matrix": _check_virtual_matrix, "effective_kernels": _check_kernels}[api]
 
     def check() -> None:
         for _ in range(2):  # the call that may compile a plan, and one that takes it
-            J, offset = virtual_matrix(model, x, bias=True)
-            assert relative_error(J, jacobian(model, x)) < tolerance
-            out = model(x[None])[0].detach()
-            assert relative_error((J.flatten(1) @ x.flatten()) + offset, out) < tolerance
+            calls(model, x, tolerance)
 
     check()
     plans = traced(model).plans
@@ -585,7 +603,9 @@ def test_weights_changed_between_planned_calls_are_seen(dtype):
     # one that no longer fits (7×7: fc1 would get 256 inputs, not 400): refused by name
     model.conv1.weight.data = torch.randn(6, 1, 7, 7, dtype=dtype)
     with pytest.raises(ValueError, match="fc1"):
-        virtual_matrix(model, x)
+        calls(model, x, tolerance)
+    for _ in range(2):  # what comes before fc1 still fits: its kernels, planned or not
+        _check_kernels(model, x, tolerance, layers=("pool1",))
 
 
 def test_plans_by_input_shape_and_dtype():
@@ -647,10 +667,7 @@ def test_effective_kernels_by_the_plan_give_the_general_paths_bits(index):
     from kronlib import virtual
     from kronlib._cache import traced
 
-    model = _planned_chains()[index]
-    dtype = next(model.parameters()).dtype
-    side = {0: 32, 1: 32, 2: 8, 3: 10}[index]
-    x = torch.randn(1, side, side, dtype=dtype)
+    model, x = _planned_case(index)
     names = [n for n in traced(model).names if n in dict(model.named_modules())]
     plain = copy.deepcopy(model)
     for point, kwargs in ((x, {}), (None, {"input_shape": x.shape})):
@@ -687,41 +704,6 @@ def test_effective_kernels_take_the_plan_virtual_matrix_made(monkeypatch):
         reference = _kernels_reference(model, x, layer, result.positions)
         assert relative_error(result.kernels, reference) < 1e-5, layer
     assert list(traced(model).plans.values()) == [plan]
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_weights_changed_between_planned_kernels_are_seen(dtype):
-    from kronlib._cache import traced
-
-    tolerance = 1e-10 if dtype == torch.float64 else 1e-5
-    torch.manual_seed(22)
-    model = LeNet5().to(dtype).eval()
-    x = torch.rand(1, 32, 32, dtype=dtype)
-
-    def check() -> None:
-        for layer in ("conv2", "fc1", "fc3"):
-            for _ in range(2):
-                result = effective_kernels(model, x, layer)
-                reference = _kernels_reference(model, x, layer, result.positions)
-                assert relative_error(result.kernels, reference) < tolerance, layer
-
-    check()
-    (plan,) = traced(model).plans.values()
-    with torch.no_grad():
-        model.conv1.weight.mul_(-2)
-    model.fc1.weight.data.mul_(-1)  # through .data: the version counter does not move
-    model.conv2.bias.data = torch.randn(16, dtype=dtype)  # the storage replaced
-    check()
-    assert list(traced(model).plans.values()) == [plan]
-    model.conv1.weight.data = torch.randn(6, 1, 3, 3, dtype=dtype)  # the plan no longer fits
-    check()
-    model.conv1.weight.data = torch.randn(6, 1, 7, 7, dtype=dtype)  # the model no longer fits
-    with pytest.raises(ValueError, match="fc1"):
-        effective_kernels(model, x, "fc3")
-    for _ in range(2):  # what comes before fc1 still fits: its kernels, with or without a plan
-        result = effective_kernels(model, x, "pool1")
-        reference = _kernels_reference(model, x, "pool1", result.positions)
-        assert relative_error(result.kernels, reference) < tolerance
 
 
 def test_effective_kernels_of_a_first_in_place_relu_leave_x_alone():
