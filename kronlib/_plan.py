@@ -17,7 +17,7 @@ A plan that fails at a call (a weight of another shape) is dropped and the gener
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,7 +106,7 @@ class ChainPlan:
         start = self.identity(point) if seed is None else seed
         try:
             with torch.no_grad():
-                value, saved = self.run(point)
+                value, saved, _ = self.run(point)
                 cot = self.send_back(saved, start)
         except PLAN_FAILURES:
             return None
@@ -114,27 +114,34 @@ class ChainPlan:
             cot = cot.clone()  # a chain of identities and reshapes: the identity is the plan's
         return value, cot
 
-    def run(self, point: torch.Tensor, layers: int | None = None) -> tuple[torch.Tensor, list]:
-        """``(value, saved)``: the first ``layers`` layers (all with ``None``) run at ``point``.
+    def run(
+        self, point: torch.Tensor, layers: int | None = None, keep: Sequence[int] = ()
+    ) -> tuple[torch.Tensor, list, dict[int, torch.Tensor]]:
+        """``(value, saved, kept)``: the first ``layers`` layers (all with ``None``) at ``point``.
 
         ``value`` is ``(1, *shape)``, the last of those layers' output; ``saved`` what each of
-        them keeps for :meth:`send_back`. Raises what a stage raises when the model no longer
-        fits (a RuntimeError); call under ``torch.no_grad()``.
+        them keeps for :meth:`send_back`; ``kept`` the output of the first ``k`` layers for each
+        ``k`` in ``keep``. Raises what a stage raises when the model no longer fits (a
+        RuntimeError); call under ``torch.no_grad()``.
         """
-        value, saved = point.unsqueeze(0), []
-        for run in self.runs[:layers]:
+        value, saved, kept_values = point.unsqueeze(0), [], {}
+        for count, run in enumerate(self.runs[:layers], start=1):
             value, kept = run(value)
             saved.append(kept)
-        return value, saved
+            if count in keep:
+                kept_values[count] = value
+        return value, saved, kept_values
 
-    def send_back(self, saved: list, seed: torch.Tensor) -> torch.Tensor:
-        """``(n, *in_shape)``: rows sent back from the output of the layers :meth:`run` ran.
+    def send_back(self, saved: list, seed: torch.Tensor, stop: int = 0) -> torch.Tensor:
+        """Rows on the output of the layers :meth:`run` ran, sent back to the input.
 
-        ``seed`` is ``(n, *shape)`` on that output (never written into).
+        ``seed`` is ``(n, *shape)`` on that output (never written into). With ``stop``, only to
+        the output of the first ``stop`` layers: ``(n, *shape_stop)``; ``(n, *in_shape)``
+        without.
         """
         cot, owned = seed, False
-        backs = self.backs[len(self.backs) - len(saved) :]
-        for back, kept in zip(backs, reversed(saved), strict=True):
+        backs = self.backs[len(self.backs) - len(saved) : len(self.backs) - stop]
+        for back, kept in zip(backs, reversed(saved[stop:]), strict=True):
             cot, owned = back(cot, kept, owned)
         return cot
 

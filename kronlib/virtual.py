@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal, overload
 
 import torch
@@ -35,7 +36,7 @@ import torch.fx as fx
 from torch import nn
 
 from kronlib._cache import traced
-from kronlib._plan import PLAN_FAILURES, compile_chain, identity_rows, layout
+from kronlib._plan import PLAN_FAILURES, ChainPlan, compile_chain, identity_rows, layout
 from kronlib._validate import ArrayLike, as_float_tensor, as_index, as_int, as_shape
 from kronlib.graph import (
     Linearisation,
@@ -704,51 +705,157 @@ def active_count(activation: torch.Tensor) -> int:
     return int((peak > 0).sum())
 
 
+@overload
+def effective_kernels(
+    model: nn.Module,
+    x: ArrayLike | None = ...,
+    layer: str | None = ...,
+    *,
+    input_shape: Sequence[int] | None = ...,
+    max_channels: int | None = ...,
+    channels: Sequence[int] | ArrayLike | None = ...,
+) -> EffectiveKernels: ...
+
+
+@overload
+def effective_kernels(
+    model: nn.Module,
+    x: ArrayLike | None = ...,
+    layer: list[str] | tuple[str, ...] = ...,
+    *,
+    input_shape: Sequence[int] | None = ...,
+    max_channels: int | None = ...,
+    channels: None = ...,
+) -> dict[str, EffectiveKernels]: ...
+
+
 def effective_kernels(
     model: nn.Module,
     x: ArrayLike | None = None,
-    layer: str | None = None,
+    layer: str | list[str] | tuple[str, ...] | None = None,
     *,
     input_shape: Sequence[int] | None = None,
     max_channels: int | None = None,
     channels: Sequence[int] | ArrayLike | None = None,
-) -> EffectiveKernels:
+):
     """The effective kernel of every channel of ``layer``, on the input canvas.
 
     For a convolutional layer each channel is read at the position of its maximum activation
     (the centre without ``x``); for a linear layer each unit is its own channel. The kernel is
     exact for ``x`` (masks and pool selections as they fell) or data-independent without it.
 
+    Several layers at once (a list of names) share one forward pass, and a layer after a
+    linear layer whose every unit is asked for goes back only to that layer's output, then
+    through its kernels (the chain rule; the same numbers up to the order of float sums).
+
     Args:
         model: as for :func:`virtual_matrix`.
         x: one input (no batch axis), or ``None`` for data-independent kernels.
         layer: the name of an operation of the model (e.g. ``"conv1"``, ``"features.3"`` or
-            ``"layer1.0.conv2"``); a wrong name raises a ValueError listing the names.
+            ``"layer1.0.conv2"``; a wrong name raises a ValueError listing the names), or a
+            list of distinct names.
         input_shape: the input shape when ``x`` is None.
-        max_channels: keep only the first channels (large layers): a positive int.
+        max_channels: keep only the first channels (large layers): a positive int; with
+            several layers, of each.
         channels: or name the channels to keep, in the order wanted (e.g. the most active
-            first); ``positions`` and ``kernels`` follow that order.
+            first); ``positions`` and ``kernels`` follow that order. One layer only.
 
     Returns:
-        :class:`EffectiveKernels`.
+        :class:`EffectiveKernels`; for a list of layers, ``{name: EffectiveKernels}`` in the
+        order given.
     """
     if max_channels is not None:
         max_channels = as_int(max_channels, "max_channels", minimum=1)
     point = _point(model, x, input_shape)
-    if layer is None:
-        names = list(_traced(model).names)
-        raise ValueError(f"layer must name an operation of the model, one of {names}")
     traced = _traced(model)
-    activation, pull, chunk, planned = _at_layer(traced, point, layer)
+    if layer is None:
+        raise ValueError(f"layer must name an operation of the model, one of {list(traced.names)}")
+    several = isinstance(layer, list | tuple)
+    names = _layer_names(layer) if several else [layer]
+    if several and channels is not None:
+        raise ValueError(
+            "channels names the channels of one layer: give one layer with channels, or "
+            "max_channels for several"
+        )
+    reaches, planned = _layer_reaches(traced, point, names)
     try:
-        return _kernels(layer, point, activation, pull, chunk, channels, max_channels)
+        found = _kernels_of(names, point, reaches, channels, max_channels)
     except PLAN_FAILURES:
         if not planned:
             raise
-    # the plan no longer fits the model (found only on the way back): the general path
-    traced.plans.pop(layout(point.anchor, Policy(point.exact)), None)
-    activation, pull, chunk, _ = _at_layer(traced, point, layer)
-    return _kernels(layer, point, activation, pull, chunk, channels, max_channels)
+        # the plan no longer fits the model (found only on the way back): the general path
+        traced.plans.pop(layout(point.anchor, Policy(point.exact)), None)
+        reaches, _ = _layer_reaches(traced, point, names)
+        found = _kernels_of(names, point, reaches, channels, max_channels)
+    return found if several else found[names[0]]
+
+
+def _layer_names(layer: list | tuple) -> list[str]:
+    """A list of distinct layer names, checked."""
+    if not layer:
+        raise ValueError("layer must name at least one layer, got an empty list")
+    names = list(layer)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"layer names must be str, got {type(name).__name__} {name!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"layer must name distinct layers, got {names}")
+    return names
+
+
+@dataclass(frozen=True)
+class _Reach:
+    """One layer's output at the point and the ways its rows go back.
+
+    Attributes:
+        activation: ``(C, ...)`` the layer's output (no batch axis).
+        depth: how far along the model the layer is (layers are sent back in this order).
+        to_input: rows ``(n, *shape)`` on the output → ``(n, *in_shape)``.
+        to_layer: rows → rows on the output of the layer at an earlier depth (plans only).
+        chunk: how many rows to send back at once.
+    """
+
+    activation: torch.Tensor
+    depth: int
+    to_input: Callable[[torch.Tensor], torch.Tensor]
+    to_layer: Callable[[torch.Tensor, int], torch.Tensor] | None
+    chunk: int
+
+
+def _kernels_of(
+    names: list[str],
+    point: _Point,
+    reaches: list[_Reach],
+    channels: Sequence[int] | ArrayLike | None,
+    max_channels: int | None,
+) -> dict[str, EffectiveKernels]:
+    """The kernels of every named layer, the shallowest first, reusing complete Jacobians.
+
+    A linear layer whose every unit was sent back has its whole Jacobian ``(C, in_numel)`` as
+    kernels: a deeper layer's rows then go back only to its output and through that matrix.
+    """
+    found: dict[str, EffectiveKernels] = {}
+    complete: tuple[int, torch.Tensor] | None = None  # (depth, Jacobian) of the deepest so far
+    for name, reach in sorted(zip(names, reaches, strict=True), key=lambda pair: pair[1].depth):
+        pull = reach.to_input
+        if complete is not None and reach.to_layer is not None and complete[0] < reach.depth:
+            pull = partial(_through, reach.to_layer, *complete)
+        result = _kernels(name, point, reach.activation, pull, reach.chunk, channels, max_channels)
+        found[name] = result
+        every_unit = channels is None and len(result.kernels) == reach.activation.shape[0]
+        if reach.activation.ndim == 1 and every_unit:  # in order: its Jacobian's rows
+            complete = (reach.depth, result.kernels.flatten(1))
+    return {name: found[name] for name in names}
+
+
+def _through(
+    to_layer: Callable[[torch.Tensor, int], torch.Tensor],
+    depth: int,
+    jacobian: torch.Tensor,
+    part: torch.Tensor,
+) -> torch.Tensor:
+    """Rows back to the layer at ``depth``, then through its Jacobian: ``(n, in_numel)``."""
+    return to_layer(part, depth).flatten(1) @ jacobian
 
 
 def _kernels(
@@ -805,21 +912,21 @@ def _row_chunk(row_bytes: Sequence[int]) -> int:
     return max(_MIN_CHUNK, _CHUNK_BYTES // max(1, *row_bytes))
 
 
-def _at_layer(
-    traced: TracedModel, point: _Point, layer: str
-) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor], int, bool]:
-    """``(activation, pull, chunk, planned)``: the layer's output and its rows' way back.
+def _layer_reaches(
+    traced: TracedModel, point: _Point, layers: list[str]
+) -> tuple[list[_Reach], bool]:
+    """``(reaches, planned)``: each named layer's output at the point and its rows' way back.
 
-    ``activation`` is the layer's output (no batch axis); ``pull`` sends rows ``(n, *shape)``
-    on it back to the input, ``(n, *in_shape)``, ``chunk`` of them at a time; ``planned``
-    says that ``pull`` is the plan's (which raises a RuntimeError when the model no longer
-    fits it, for the caller to drop the plan and come back). A plain chain
-    takes its compiled plan for this layout (made here the first time, from the whole
-    linearisation), running only the layers up to ``layer``; anything else (a model whose later
-    layers do not fit this input, one that no longer fits its plan) the general linearisation
-    up to ``layer``.
+    A plain chain takes its compiled plan for this layout (made here the first time, from the
+    whole linearisation), running the layers up to the deepest named one once; ``planned``
+    then says the ways back are the plan's (which raise a RuntimeError when the model no longer
+    fits it, for the caller to drop the plan and come back). Anything else (a model whose later
+    layers do not fit this input, one that no longer fits its plan) takes the general
+    linearisation up to the deepest named layer.
     """
-    node = traced.node(layer, "layer")
+    nodes = [traced.node(layer, "layer") for layer in layers]
+    order = {node: i for i, node in enumerate(traced.nodes)}
+    deepest = max(nodes, key=order.__getitem__)
     policy = Policy(point.exact)
     key = layout(point.anchor, policy)
     plan = traced.plans.get(key)
@@ -827,38 +934,59 @@ def _at_layer(
         try:
             lin = linearise(traced, point.anchor, policy)
         except ValueError:  # a later layer does not fit this input: not needed here
-            return _general_at_layer(linearise(traced, point.anchor, policy, node), node, layer)
-        plan = compile_chain(lin, policy)
-        if plan is not None:
-            traced.plans[key] = plan
-        return _general_at_layer(lin, node, layer)
-    if plan is not None and node in plan.nodes:
-        stop = plan.nodes.index(node) + 1
+            lin = linearise(traced, point.anchor, policy, until=deepest)
+        else:
+            plan = compile_chain(lin, policy)
+            if plan is not None:
+                traced.plans[key] = plan
+        return _general_reach(lin, nodes, layers, order), False
+    if plan is not None and all(node in plan.nodes for node in nodes):
+        stops = [plan.nodes.index(node) + 1 for node in nodes]
         try:
             with torch.no_grad():
-                value, saved = plan.run(point.anchor, stop)
+                _, saved, values = plan.run(point.anchor, max(stops), keep=stops)
         except PLAN_FAILURES:
             traced.plans.pop(key, None)
         else:
-
-            def pull(part: torch.Tensor) -> torch.Tensor:
-                with torch.no_grad():
-                    return plan.send_back(saved, part)
-
-            return value[0], pull, _row_chunk(plan.row_bytes[:stop]), True
-    return _general_at_layer(linearise(traced, point.anchor, policy, until=node), node, layer)
+            return [_planned_reach(plan, saved, values[stop], stop) for stop in stops], True
+    lin = linearise(traced, point.anchor, policy, until=deepest)
+    return _general_reach(lin, nodes, layers, order), False
 
 
-def _general_at_layer(lin: Linearisation, node: fx.Node, layer: str):
-    """:func:`_at_layer` by a linearisation that reaches ``node`` (not planned)."""
-    if node not in lin.steps:
-        raise ValueError(f"layer must name an operation that depends on the input, got {layer!r}")
+def _planned_reach(plan: ChainPlan, saved: list, value: torch.Tensor, stop: int) -> _Reach:
+    """The :class:`_Reach` of the plan's first ``stop`` layers' output."""
+
+    def to_input(part: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return plan.send_back(saved[:stop], part)
+
+    def to_layer(part: torch.Tensor, depth: int) -> torch.Tensor:
+        with torch.no_grad():
+            return plan.send_back(saved[:stop], part, stop=depth)
+
+    return _Reach(value[0], stop, to_input, to_layer, _row_chunk(plan.row_bytes[:stop]))
+
+
+def _general_reach(
+    lin: Linearisation, nodes: list[fx.Node], layers: list[str], order: dict[fx.Node, int]
+) -> list[_Reach]:
+    """The :class:`_Reach` of each node by a linearisation that reaches them all."""
     row_bytes = [v[0].numel() * v.element_size() for n, v in lin.values.items() if n in lin.steps]
+    chunk = _row_chunk(row_bytes)
+    reaches = []
+    for node, layer in zip(nodes, layers, strict=True):
+        if node not in lin.steps:
+            raise ValueError(
+                f"layer must name an operation that depends on the input, got {layer!r}"
+            )
+        to_input = partial(_pull_from, lin, node)
+        reaches.append(_Reach(lin.values[node][0], order[node], to_input, None, chunk))
+    return reaches
 
-    def pull(part: torch.Tensor) -> torch.Tensor:
-        return pull_back(lin, {node: part})
 
-    return lin.values[node][0], pull, _row_chunk(row_bytes), False
+def _pull_from(lin: Linearisation, node: fx.Node, part: torch.Tensor) -> torch.Tensor:
+    """Rows on ``node``'s output sent back to the input (:func:`pull_back`)."""
+    return pull_back(lin, {node: part})
 
 
 def _unravel(flat: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:

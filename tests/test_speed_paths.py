@@ -7,6 +7,7 @@ affine parameters, subclasses overriding forward) and state changed between call
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -568,7 +569,16 @@ def _check_kernels(model: nn.Module, x: torch.Tensor, tolerance: float, layers=(
         assert relative_error(result.kernels, reference) < tolerance, layer
 
 
-@pytest.mark.parametrize("api", ["virtual_matrix", "effective_kernels"])
+def _check_all_kernels(model: nn.Module, x: torch.Tensor, tolerance: float) -> None:
+    layers = ["fc3", "conv1", "pool2", "fc1", "fc2"]
+    found = effective_kernels(model, x, layers)
+    assert list(found) == layers
+    for layer, result in found.items():
+        reference = _kernels_reference(model, x, layer, result.positions)
+        assert relative_error(result.kernels, reference) < tolerance, layer
+
+
+@pytest.mark.parametrize("api", ["virtual_matrix", "effective_kernels", "several layers"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_weights_changed_between_planned_calls_are_seen(dtype, api):
     from kronlib._cache import traced
@@ -577,7 +587,11 @@ def test_weights_changed_between_planned_calls_are_seen(dtype, api):
     torch.manual_seed(18)
     model = LeNet5().to(dtype).eval()
     x = torch.rand(1, 32, 32, dtype=dtype)
-    calls = {"virtual_matrix": _check_virtual_matrix, "effective_kernels": _check_kernels}[api]
+    calls = {
+        "virtual_matrix": _check_virtual_matrix,
+        "effective_kernels": _check_kernels,
+        "several layers": _check_all_kernels,
+    }[api]
 
     def check() -> None:
         for _ in range(2):  # the call that may compile a plan, and one that takes it
@@ -806,3 +820,72 @@ def test_same_padding_follows_a_kernel_swapped_through_data():
             result = effective_kernels(model, x, "2")
             reference = _kernels_reference(model, x, "2", result.positions)
             assert relative_error(result.kernels, reference) < 1e-10
+
+
+# -- several layers at once ----------------------------------------------------------------------
+LENET_LAYERS = ["conv1", "relu1", "pool1", "conv2", "pool2", "fc1", "relu3", "fc2", "fc3"]
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_several_layers_give_what_one_layer_at_a_time_gives(exact, monkeypatch):
+    from kronlib import virtual
+
+    torch.manual_seed(28)
+    model = LeNet5().double().eval()
+    x = torch.rand(1, 32, 32, dtype=torch.float64)
+    point, kwargs = (x, {}) if exact else (None, {"input_shape": x.shape})
+    through = []
+    original = virtual._through
+    monkeypatch.setattr(virtual, "_through", lambda *a: through.append(a[1]) or original(*a))
+    planned_calls = 0
+    for order in (LENET_LAYERS, LENET_LAYERS[::-1]):
+        for _ in range(2):  # the call that compiles the plan, and one that takes it
+            through.clear()
+            found = effective_kernels(model, point, order, **kwargs)
+            assert list(found) == order
+            for layer in order:
+                alone = effective_kernels(model, point, layer, **kwargs)
+                assert torch.equal(found[layer].positions, alone.positions)
+                if found[layer].activations is not None:
+                    assert torch.equal(found[layer].activations, alone.activations)
+                # a layer after fc1 goes back to the deepest complete layer before it and
+                # through its Jacobian: the same numbers up to the order of the sums
+                close = relative_error(found[layer].kernels, alone.kernels)
+                assert close < 1e-13 if layer in ("relu3", "fc2", "fc3") else close == 0, layer
+            if through:  # the plan's calls: relu3 through fc1, fc2 through relu3, fc3 through fc2
+                assert set(through) == {8, 9, 10}  # once per group of rows
+                planned_calls += 1
+    assert planned_calls == 3  # all but the first call
+
+
+def test_several_layers_of_a_graph_and_the_arguments_they_take():
+    torch.manual_seed(29)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 2, 3, padding=1)
+            self.head = nn.Linear(72, 4)
+
+        def forward(self, x):
+            y = torch.relu(self.conv1(x))
+            return self.head(torch.flatten(torch.relu(self.conv2(y) + x), 1))
+
+    model = Block().double()
+    x = torch.randn(2, 6, 6, dtype=torch.float64)
+    found = effective_kernels(model, x, ["head", "conv1", "conv2"], max_channels=np.int64(1))
+    for layer, result in found.items():
+        alone = effective_kernels(model, x, layer, max_channels=1)
+        assert torch.equal(result.kernels, alone.kernels) and len(result.kernels) == 1
+    head = jacobian(model, x)[0]
+    assert relative_error(found["head"].kernels[0], head) < 1e-12
+    with pytest.raises(ValueError, match="channels names the channels of one layer"):
+        effective_kernels(model, x, ["conv1", "conv2"], channels=[0])
+    with pytest.raises(ValueError, match="at least one layer"):
+        effective_kernels(model, x, [])
+    with pytest.raises(ValueError, match="distinct"):
+        effective_kernels(model, x, ["conv1", "conv1"])
+    with pytest.raises(TypeError, match="layer names must be str"):
+        effective_kernels(model, x, ["conv1", 2])
+    with pytest.raises(ValueError, match="conv9"):
+        effective_kernels(model, x, ["conv1", "conv9"])
