@@ -386,24 +386,17 @@ def _planned_rows(
 ) -> tuple[Linearisation | None, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None]:
     """``(lin, (value, rows, index))``: rows by the compiled plan of a plain chain.
 
-    The plan for this layout and policy (:mod:`kronlib._plan`) is made the first time, from the
-    general linearisation (which checks every layer and names what does not fit), returned as
-    ``lin`` for the caller to reuse; ``lin`` is ``None`` when a plan was already there.
-    ``value`` is ``(1, *out_shape)``, the selected rows ``(n, *in_shape)`` and ``index`` the
-    selection. The rows are ``None`` for a model that is not a plain chain, rows that go
-    forward, a linearisation no plan is made of (an approximate one), or a model that no
-    longer fits its plan (which is then dropped): the general path runs instead.
+    ``lin`` is what :func:`_plan` made the plan from on this call (for the caller to reuse), or
+    ``None``. ``value`` is ``(1, *out_shape)``, the selected rows ``(n, *in_shape)`` and
+    ``index`` the selection. The rows are ``None`` for a model that is not a plain chain, rows
+    that go forward, a linearisation no plan is made of (an approximate one), or a model that
+    no longer fits its plan (which is then dropped): the general path runs instead.
     """
     if traced.chain is None or method == "forward":
         return None, None
-    key = layout(point.anchor, policy)
-    plan, lin = traced.plans.get(key), None
+    plan, lin = _plan(traced, point, policy)
     if plan is None:
-        lin = linearise(traced, point.anchor, policy)
-        plan = compile_chain(lin, policy)
-        if plan is None:
-            return lin, None
-        traced.plans[key] = plan
+        return lin, None
     n_out = math.prod(plan.out_shape)
     index = _selection(outputs, n_out)
     n_selected = n_out if index is None else len(index)
@@ -412,9 +405,38 @@ def _planned_rows(
     seed = None if index is None else _one_hot(index, plan.out_shape, point.anchor)
     found = plan.rows(point.anchor, seed)
     if found is None:
-        traced.plans.pop(key, None)
+        _drop_plan(traced, point, policy)
         return lin, None
     return lin, (*found, index)
+
+
+def _plan(
+    traced: TracedModel, point: _Point, policy: Policy
+) -> tuple[ChainPlan | None, Linearisation | None]:
+    """``(plan, lin)``: a plain chain's compiled plan for this layout and policy.
+
+    Made the first time from the whole linearisation (which checks every layer and names what
+    does not fit), returned as ``lin`` for the caller to use on this call; ``lin`` is ``None``
+    when the plan was already there. ``(None, None)`` for a model that is not a plain chain;
+    ``(None, lin)`` for a linearisation no plan is made of. Raises what :func:`linearise`
+    raises.
+    """
+    if traced.chain is None:
+        return None, None
+    key = layout(point.anchor, policy)
+    plan = traced.plans.get(key)
+    if plan is not None:
+        return plan, None
+    lin = linearise(traced, point.anchor, policy)
+    plan = compile_chain(lin, policy)
+    if plan is not None:
+        traced.plans[key] = plan
+    return plan, lin
+
+
+def _drop_plan(traced: TracedModel, point: _Point, policy: Policy) -> None:
+    """Forget the plan of this layout and policy: the model no longer fits it."""
+    traced.plans.pop(layout(point.anchor, policy), None)
 
 
 def _rows(
@@ -784,7 +806,7 @@ def effective_kernels(
         if not planned:
             raise
         # the plan no longer fits the model (found only on the way back): the general path
-        traced.plans.pop(layout(point.anchor, Policy(point.exact)), None)
+        _drop_plan(traced, point, Policy(point.exact))
         reaches, _ = _layer_reaches(traced, point, names)
         found = _kernels_of(names, point, reaches, channels, max_channels)
     return found if several else found[names[0]]
@@ -928,17 +950,11 @@ def _layer_reaches(
     order = {node: i for i, node in enumerate(traced.nodes)}
     deepest = max(nodes, key=order.__getitem__)
     policy = Policy(point.exact)
-    key = layout(point.anchor, policy)
-    plan = traced.plans.get(key)
-    if traced.chain is not None and plan is None:
-        try:
-            lin = linearise(traced, point.anchor, policy)
-        except ValueError:  # a later layer does not fit this input: not needed here
-            lin = linearise(traced, point.anchor, policy, until=deepest)
-        else:
-            plan = compile_chain(lin, policy)
-            if plan is not None:
-                traced.plans[key] = plan
+    try:
+        plan, lin = _plan(traced, point, policy)
+    except ValueError:  # a later layer does not fit this input: not needed here
+        plan, lin = None, None
+    if lin is not None:  # the plan was made now: this call has the whole linearisation
         return _general_reach(lin, nodes, layers, order), False
     if plan is not None and all(node in plan.nodes for node in nodes):
         stops = [plan.nodes.index(node) + 1 for node in nodes]
@@ -946,7 +962,7 @@ def _layer_reaches(
             with torch.no_grad():
                 _, saved, values = plan.run(point.anchor, max(stops), keep=stops)
         except PLAN_FAILURES:
-            traced.plans.pop(key, None)
+            _drop_plan(traced, point, policy)
         else:
             return [_planned_reach(plan, saved, values[stop], stop) for stop in stops], True
     lin = linearise(traced, point.anchor, policy, until=deepest)

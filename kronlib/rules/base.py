@@ -251,7 +251,11 @@ def check_image(x: torch.Tensor) -> None:
 
 
 def live(tensor: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
-    """:func:`parameter` without the detach, for a :class:`Stage` (run under ``no_grad``)."""
+    """:func:`parameter` without the detach, for a :class:`Stage` (run under ``no_grad``).
+
+    The tensor itself when its dtype and device are already ``like``'s (what ``.to`` would
+    return, without its argument parsing).
+    """
     if tensor is None or (tensor.dtype is like.dtype and tensor.device == like.device):
         return tensor
     return tensor.to(dtype=like.dtype, device=like.device)
@@ -259,9 +263,4 @@ def live(tensor: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None
 
 def parameter(tensor: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
     """A layer constant in the computation's dtype and device (no float32 in float64 sums)."""
-    if tensor is None:
-        return None
-    tensor = tensor.detach()
-    if tensor.dtype is like.dtype and tensor.device == like.device:
-        return tensor  # what .to would return, without its argument parsing
-    return tensor.to(dtype=like.dtype, device=like.device)
+    return None if tensor is None else live(tensor.detach(), like)
