@@ -70,12 +70,11 @@ def check_color(color: Any, image_ndim: int, name: str = "color") -> str | None:
 
 
 def check_rank(rank: Any, max_rank: int, name: str = "rank") -> int:
-    """Return ``rank`` if it is an int in ``1..max_rank``, else raise."""
-    if isinstance(rank, bool) or not isinstance(rank, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {type(rank).__name__} {rank!r}")
-    if not 1 <= rank <= max_rank:
-        raise ValueError(f"{name} must be between 1 and {max_rank} here, got {rank}")
-    return int(rank)
+    """``rank`` as an int in ``1..max_rank`` (any int :func:`as_int` takes), or raise."""
+    number = as_int(rank, name)
+    if not 1 <= number <= max_rank:
+        raise ValueError(f"{name} must be between 1 and {max_rank} here, got {number}")
+    return number
 
 
 def as_conv_weight(value: Any, name: str) -> torch.Tensor:

@@ -32,6 +32,7 @@ from kronlib._validate import (
     check_finite,
     check_ndim,
     check_not_empty,
+    check_rank,
     like_input,
 )
 
@@ -66,14 +67,6 @@ def _check_image(A: torch.Tensor, name: str, color: str | None) -> None:
 def _shape_pair(value: object, name: str) -> tuple[int, int]:
     """``grid_shape`` or ``block_shape`` as two positive ints (numpy and 0-d torch ints too)."""
     return as_pair(value, name, minimum=1, single=False)
-
-
-def _check_rank(rank: object, max_rank: int) -> int:
-    """``rank`` as an int in ``1..max_rank`` (numpy and 0-d torch ints too), or raise."""
-    number = as_int(rank, "rank")
-    if not 1 <= number <= max_rank:
-        raise ValueError(f"rank must be between 1 and {max_rank} here, got {number}")
-    return number
 
 
 def _split_shape(image_shape: tuple[int, int], part: tuple[int, int], name: str) -> tuple[int, int]:
@@ -266,7 +259,7 @@ class KronFactorization:
         return tuple(self.C.shape[1:3])
 
     def _modes(self, rank: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
-        r = self.rank if rank is None else _check_rank(rank, self.rank)
+        r = self.rank if rank is None else check_rank(rank, self.rank)
         b, c = self.B[:r], self.C[:r]
         return (b if b.ndim == 4 else b[..., None]), (c if c.ndim == 4 else c[..., None]), r
 
@@ -346,7 +339,7 @@ def nkp(
     block = _split_shape(tuple(image.shape[:2]), grid, "grid_shape")
     R = rearrange(image, block, color)
     U, S, Vh = torch.linalg.svd(R, full_matrices=False)
-    keep = S.shape[0] if rank is None else _check_rank(rank, S.shape[0])
+    keep = S.shape[0] if rank is None else check_rank(rank, S.shape[0])
     U, Vh = U[:, :keep], Vh[:keep]
     signs = torch.where(U.sum(dim=0) < 0, -1.0, 1.0).to(U.dtype)
     root = S[:keep].sqrt() * signs
