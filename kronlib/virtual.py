@@ -766,9 +766,10 @@ def effective_kernels(
     (the centre without ``x``); for a linear layer each unit is its own channel. The kernel is
     exact for ``x`` (masks and pool selections as they fell) or data-independent without it.
 
-    Several layers at once (a list of names) share one forward pass, and a layer after a
-    linear layer whose every unit is asked for goes back only to that layer's output, then
-    through its kernels (the chain rule; the same numbers up to the order of float sums).
+    Several layers at once (a list of names) share one forward pass. When a linear layer is
+    among them with all its units, its kernels are the rows of its whole Jacobian; the rows of
+    any deeper layer then go back only as far as that layer and are multiplied by them (the
+    chain rule: the same numbers up to the order of float sums).
 
     Args:
         model: as for :func:`virtual_matrix`.
@@ -779,8 +780,9 @@ def effective_kernels(
         input_shape: the input shape when ``x`` is None.
         max_channels: keep only the first channels (large layers): a positive int; with
             several layers, of each.
-        channels: or name the channels to keep, in the order wanted (e.g. the most active
-            first); ``positions`` and ``kernels`` follow that order. One layer only.
+        channels: instead of ``max_channels``, the channels to keep, in the order wanted (e.g.
+            the most active first); ``positions`` and ``kernels`` follow that order. One layer
+            only.
 
     Returns:
         :class:`EffectiveKernels`; for a list of layers, ``{name: EffectiveKernels}`` in the
